@@ -1,0 +1,189 @@
+"""The ``vitlab`` command line.
+
+Bad input (a missing file, an unknown config key, a wrong type, a dataset
+that is not where it is said to be, ...) ends with exit code 2 and one line
+on stderr that says what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+MACS_NOTE = "multiply-accumulates of one forward pass at batch 1, attention matmuls included"
+
+
+def _cmd_train(a) -> int:
+    from .train import config as cfgmod
+    from .train.engine import Interrupted, NonFiniteLoss, Trainer
+
+    if a.resume:
+        if a.config:
+            raise UserError("give either a CONFIG or --resume DIR, not both")
+        out = Path(a.resume)
+        if not (out / "last.pt").is_file() or not (out / "config.yaml").is_file():
+            raise UserError(f"{out} holds no run to resume (no last.pt and config.yaml); "
+                            "start one with `vitlab train CONFIG`")
+        cfg = cfgmod.load(out / "config.yaml", a.set)
+    else:
+        if not a.config:
+            raise UserError("give a CONFIG file (see configs/) or --resume DIR")
+        cfg = cfgmod.load(a.config, a.set)
+        out = Path(a.out) if a.out else Path("runs") / f"{Path(a.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "last.pt").exists():
+            raise UserError(f"{out} already holds a run; continue it with `vitlab train --resume {out}` "
+                            "or choose another --out")
+    trainer = Trainer(cfg, out, resume=bool(a.resume))
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    if trainer.dist.main:
+        print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
+              f"{len(trainer.train_ds):,} train / {len(trainer.val_ds):,} val images, "
+              f"{trainer.info.num_classes} classes | device {trainer.device} | run {out}", flush=True)
+        if a.resume:
+            print(f"resuming at epoch {trainer.epoch + 1}" + (f", step {trainer.skip + 1}" if trainer.skip else ""),
+                  flush=True)
+    try:
+        s = trainer.fit()
+    except Interrupted as e:
+        print(f"vitlab: {e}", file=sys.stderr)
+        return 130
+    except NonFiniteLoss as e:
+        print(f"vitlab: training stopped: {e}; the last good checkpoint is {out / 'last.pt'} "
+              "(lower train.lr or set train.clip_grad)", file=sys.stderr)
+        return 1
+    if trainer.dist.main:
+        print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
+              f"{100 * s['final_acc']:.2f}%, {s['epochs']} epochs in {s['seconds']:.0f}s; "
+              f"run in {out} (best.pt, last.pt, metrics.csv, curves.png)")
+    return 0
+
+
+def _cmd_eval(a) -> int:
+    from .evaluate import evaluate_checkpoint, plot_confusion
+
+    r = evaluate_checkpoint(a.checkpoint, a.set, device=a.device, batch_size=a.batch_size)
+    png = Path(a.out) if a.out else Path(a.checkpoint).with_name(Path(a.checkpoint).stem + "_confusion.png")
+    plot_confusion(r["confusion"], r["classes"], png, title=f"{Path(a.checkpoint).name}: top-1 {100 * r['top1']:.2f}%")
+    if a.json:
+        print(json.dumps({k: v for k, v in r.items() if k != "confusion"} | {"confusion_png": str(png)}, indent=1))
+        return 0
+    print(f"{r['n']} images: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  loss {r['loss']:.4f}")
+    width = max(len(c) for c in r["classes"])
+    for c, acc in r["per_class"].items():
+        print(f"  {c:<{width}}  {100 * acc:6.2f}%")
+    print(f"confusion matrix: {png}")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from .evaluate import predict
+
+    results = predict(a.checkpoint, a.images, top_k=a.top_k, device=a.device)
+    if a.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        print(r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    return 0
+
+
+def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tuple]:
+    """(parameters, MACs, input shape) of a registered model, built on the meta device (no memory, no time)."""
+    import torch
+
+    from . import count_flops, create_model
+    from .models import model_defaults
+
+    kwargs = {"img_size": img_size} if img_size else {}
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    d = model_defaults(name) | kwargs
+    size = d.get("img_size", 224)
+    shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
+    return sum(p.numel() for p in model.parameters()), count_flops(model, shape), shape
+
+
+def _cmd_models(a) -> int:
+    from .flops import format_macs
+    from .models import list_models, model_description
+
+    print(f"{'name':<24}{'params':>14}{'input':>14}{'MACs':>14}  description")
+    for name in list_models():
+        params, macs, shape = _model_stats(name)
+        print(f"{name:<24}{params:>14,}{'x'.join(map(str, shape)):>14}{format_macs(macs):>14}  "
+              f"{model_description(name)}")
+    print(f"MACs: {MACS_NOTE}.")
+    return 0
+
+
+def _cmd_flops(a) -> int:
+    from .flops import format_macs
+
+    try:
+        params, macs, shape = _model_stats(a.model, a.img_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"{a.model} at {'x'.join(map(str, shape))}: {params:,} parameters, {format_macs(macs)} ({MACS_NOTE})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vitlab", description="Vision Transformers: train, evaluate, analyse.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a YAML config, or resume a run")
+    t.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    t.add_argument("--out", help="run directory (default runs/<config>-<time>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, loss, per-class accuracy, confusion matrix")
+    e.add_argument("checkpoint")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--out", help="confusion-matrix PNG (default next to the checkpoint)")
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-k classes of image files")
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
+
+    m = sub.add_parser("models", help="list registered models with parameters and MACs")
+    m.set_defaults(func=_cmd_models)
+
+    f = sub.add_parser("flops", help="parameters and multiply-accumulates of a model")
+    f.add_argument("model")
+    f.add_argument("--img-size", type=int)
+    f.set_defaults(func=_cmd_flops)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except UserError as e:
+        print(f"vitlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

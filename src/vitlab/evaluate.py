@@ -1,0 +1,95 @@
+"""Evaluation of a checkpoint on its dataset, and predictions on image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .train import checkpoint
+from .train.config import from_dict
+from .train.engine import model_from_checkpoint, resolve_device
+from .train.loader import make_batches
+
+
+@torch.no_grad()
+def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str = "auto",
+                        batch_size: int = 256) -> dict:
+    """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a
+    checkpoint on the validation/test split of the dataset it was trained on
+    (``overrides`` such as ``data.root=...`` change where that data is)."""
+    from .data import build_datasets
+    from .train.config import apply_overrides
+
+    ckpt = checkpoint.load(path)
+    cfg = from_dict(ckpt["config"])
+    apply_overrides(cfg, overrides)
+    cfg.data.train_subset = cfg.data.train_subset or 1  # the training split is not needed
+    dev = resolve_device(device)
+    _, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
+    if info.num_classes != ckpt["dataset"]["num_classes"]:
+        raise UserError(f"the dataset has {info.num_classes} classes but the checkpoint's model "
+                        f"predicts {ckpt['dataset']['num_classes']}")
+    model = model_from_checkpoint(ckpt).to(dev).eval()
+    k = info.num_classes
+    conf = torch.zeros(k, k, dtype=torch.long)
+    loss, c5 = 0.0, 0
+    for x, y in make_batches(val_ds, batch_size, train=False, data_cfg=cfg.data, info=info, device=dev,
+                             seed=0, epoch=0, num_workers=cfg.data.num_workers):
+        logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, k), dim=-1).indices
+        c5 += (top == y[:, None]).any(-1).sum().item()
+        conf += torch.bincount(y.cpu() * k + top[:, 0].cpu(), minlength=k * k).view(k, k)
+    n = int(conf.sum())
+    per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).tolist()
+    return {"n": n, "top1": conf.diag().sum().item() / n, "top5": c5 / n, "loss": loss / n,
+            "per_class": dict(zip(info.classes, per_class)), "confusion": conf, "classes": list(info.classes)}
+
+
+def plot_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    norm = conf.float() / conf.sum(1, keepdim=True).clamp(min=1)
+    size = min(4 + 0.45 * k, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=90)
+        ax.set_yticks(range(k), classes)
+        for i in range(k):
+            for j in range(k):
+                if conf[i, j]:
+                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def predict(path: str | Path, images: list[str], top_k: int = 5, device: str = "auto") -> list[dict]:
+    """Top-k classes with probabilities for each image file."""
+    from .data import DatasetInfo, build_eval_transform, load_image
+
+    ckpt = checkpoint.load(path)
+    info = DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in ckpt["dataset"].items()})
+    img_size = ckpt["config"]["data"].get("img_size")
+    transform = build_eval_transform(info, img_size)
+    batch = torch.stack([transform(load_image(p)) for p in images])  # loads all before the model runs
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt).to(dev).eval()
+    probs = model(batch.to(dev)).float().softmax(-1).cpu()
+    k = min(top_k, probs.shape[-1])
+    out = []
+    for p, row in zip(images, probs):
+        val, idx = row.topk(k)
+        out.append({"image": str(p), "top": [{"class": info.classes[i], "index": int(i), "prob": float(v)}
+                                             for v, i in zip(val.tolist(), idx.tolist())]})
+    return out

@@ -1,0 +1,224 @@
+"""The experiment config: a typed schema in three sections (model, data,
+train), read from YAML presets and ``--set section.key=value`` overrides.
+
+Every option lives here and is read in one place; the engine knows nothing of
+particular experiments. An unknown key or a value of the wrong type raises
+``UserError`` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit"  # a name from `vitlab models`
+    # Overrides of the registered model's defaults; None keeps the default.
+    # in_chans, num_classes and (if unset) img_size come from the dataset.
+    img_size: int | None = None
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    pool: str | None = None  # 'cls' | 'avg'
+    pos_embed: str | None = None  # 'learned' | 'sincos'
+    representation_size: int | None = None
+    dropout: float = 0.0  # embeddings, MLP and attention output
+    attn_dropout: float = 0.0  # attention weights
+    drop_path: float = 0.0  # stochastic depth, max rate
+    pretrained: str | None = None  # weights file for vitlab.load_pretrained (fine-tuning)
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"  # cifar10 | cifar100 | fashion_mnist | mnist | tiny_imagenet | imagefolder
+    root: str | None = None  # dataset folder; None = the dataset's default place
+    download: bool = False  # fetch the official archive if missing (needs a network)
+    train_subset: int | None = None  # use only N training images (quick runs)
+    val_subset: int | None = None  # use only N validation images
+    subset_mode: str = "first"  # 'first' N, or 'random' N chosen with train.seed
+    val_fraction: float = 0.1  # imagefolder with one tree: fraction held out for validation
+    img_size: int | None = None  # resize to this size (None: the dataset's native size)
+    crop_padding: int = 0  # random crop with this zero padding (0: off)
+    hflip: bool = False  # random horizontal flip
+    auto_augment: str | None = None  # AutoAugment policy: 'cifar10' | 'imagenet' | 'svhn'
+    rand_augment: int = 0  # RandAugment: number of ops (0: off)
+    rand_augment_magnitude: int = 9
+    random_erasing: float = 0.0  # probability
+    mixup: float = 0.0  # Mixup alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 1e-3  # peak learning rate (after warmup)
+    min_lr: float = 0.0  # floor of the cosine schedule
+    beta1: float = 0.9  # Adam/AdamW
+    beta2: float = 0.999
+    momentum: float = 0.9  # SGD
+    nesterov: bool = False
+    weight_decay: float = 0.0  # not applied to biases, norms, position embeddings, class token
+    schedule: str = "cosine"  # cosine | linear | step | constant, stepped per optimizer step
+    warmup_epochs: float = 0.0  # linear warmup from 0 (fractions allowed)
+    step_epochs: int = 30  # step schedule: multiply lr by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max global gradient norm
+    accum_steps: int = 1  # gradient accumulation
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a grad scaler); CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = True  # deterministic algorithms (CPU runs are bit-exact)
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    compile: bool = False  # torch.compile the model
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])  # + wandb | mlflow | neptune
+    progress: bool = True  # progress bar
+    eval_batch_size: int | None = None  # None: 2 x batch_size
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _closest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_types(section: str) -> dict[str, Any]:
+    cls = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}[section]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check ``value`` against the annotation ``typ``; ints are accepted where
+    floats are expected, strings from the command line are parsed as YAML."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except UserError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise UserError(f"config key {key!r} expects a list, got {value!r}")
+        return [_coerce(key, v, item) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key!r} expects true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key!r} expects an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"config key {key!r} expects a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"config key {key!r} expects a string, got {value!r}")
+    raise TypeError(f"unsupported annotation {typ!r} for {key!r}")
+
+
+def apply(cfg: Config, key: str, value: Any) -> None:
+    """Set a dotted key (``train.lr``) with a type check."""
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        all_keys = [f"{s}.{k}" for s in SECTIONS for k in _section_types(s)]
+        raise UserError(f"unknown config key {key!r}{_closest(key, all_keys)}; "
+                        f"keys are section.name with sections {', '.join(SECTIONS)}")
+    types_ = _section_types(section)
+    if name not in types_:
+        raise UserError(f"unknown config key {key!r}{_closest(key, [f'{section}.{k}' for k in types_])}")
+    setattr(getattr(cfg, section), name, _coerce(key, value, types_[name]))
+
+
+def from_dict(d: dict[str, Any] | None) -> Config:
+    cfg = Config()
+    if d is None:
+        return cfg
+    if not isinstance(d, dict):
+        raise UserError("a config file must be a mapping of sections (model:, data:, train:)")
+    for section, values in d.items():
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r}{_closest(str(section), SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise UserError(f"config section {section!r} must be a mapping of key: value")
+        for name, value in values.items():
+            apply(cfg, f"{section}.{name}", value)
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML preset and apply ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"cannot read config {path}: invalid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config {path}: {e}") from None
+    cfg = from_dict(data)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        apply(cfg, key.strip(), value)
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,381 @@
+"""The training engine: one linear loop over epochs and steps.
+
+It reads every option from the config (``vitlab.train.config``) and knows
+nothing of particular experiments. A run directory holds ``config.yaml``
+(the resolved config), ``metrics.csv``, ``best.pt`` (best validation
+accuracy), ``last.pt`` (written every epoch, and on SIGINT/SIGTERM in the
+middle of one), ``curves.png`` and TensorBoard event files.
+
+Reproducibility: the sample order and augmentation of an epoch come from
+(seed, epoch) (``vitlab.train.loader``); the global RNG is reseeded at each
+epoch start and saved in checkpoints, so a resumed CPU run ends with the same
+weights and metrics as an uninterrupted one.
+
+Distributed: launched by ``torchrun``, each process takes every
+WORLD_SIZE-th sample; gradients are averaged by DistributedDataParallel and
+only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..errors import UserError
+from ..models import create_model
+from . import checkpoint, config as config_mod
+from .loader import make_batches
+from .optim import build_optimizer, build_scheduler
+from .runlog import Loggers, check_loggers, plot_curves, write_metrics
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops, keeping the last good checkpoint."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM: the step finished and last.pt was written."""
+
+
+# --- set-up helpers, also used by evaluation --------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device is {name!r} but CUDA is not available; use train.device=cpu")
+    return dev
+
+
+def build_model(cfg, info) -> nn.Module:
+    """The model of ``cfg.model`` sized for the dataset ``info`` (channels,
+    classes, and the image size unless the config sets one)."""
+    from ..models.registry import _lookup
+    builder = _lookup(cfg.model.name)[0]
+    accepted = inspect.signature(builder).parameters
+    args = {k: v for k, v in vars(cfg.model).items() if k not in ("name", "pretrained") and v is not None}
+    args.update(in_chans=info.in_chans, num_classes=info.num_classes)
+    args["img_size"] = cfg.model.img_size or cfg.data.img_size or info.img_size
+    for key in list(args):
+        if key not in accepted:
+            if args[key] in (0, 0.0) or key in ("img_size", "in_chans"):
+                args.pop(key)  # options this model has no use for, left at their neutral value
+            else:
+                raise UserError(f"model.{key} is not an option of model {cfg.model.name!r}")
+    try:
+        model = create_model(cfg.model.name, **args)
+    except ValueError as e:
+        raise UserError(f"cannot build model {cfg.model.name!r}: {e}") from None
+    if cfg.model.pretrained:
+        from ..weights import load_pretrained
+        model = load_pretrained(model, cfg.model.pretrained)
+    return model
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    model = create_model(ckpt["model_name"], **ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap_model(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float], device) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def _init_distributed(device_name: str) -> tuple[_Dist, str]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device_name
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device_name = f"cuda:{local}"
+    return _Dist(rank, world), device_name
+
+
+# --- the trainer ------------------------------------------------------------------------------
+
+class Trainer:
+    """Build everything a run needs from a config, then ``fit()``.
+
+    ``out_dir`` is created only after the data and the model were built, so
+    bad input leaves no half-made run directory behind.
+    """
+
+    def __init__(self, cfg: config_mod.Config, out_dir: str | Path, resume: bool = False):
+        from ..data import build_datasets, batch_mixer
+
+        self.cfg, self.out = cfg, Path(out_dir)
+        tc = cfg.train
+        for key, ok in (("train.epochs", tc.epochs >= 1), ("train.batch_size", tc.batch_size >= 1),
+                        ("train.accum_steps", tc.accum_steps >= 1), ("train.lr", tc.lr >= 0)):
+            if not ok:
+                raise UserError(f"{key} must be positive")
+        if tc.amp not in ("none", "bf16", "fp16"):
+            raise UserError(f"unknown train.amp {tc.amp!r}; choose none, bf16 or fp16")
+        check_loggers(tc.loggers)
+        self.dist, device_name = _init_distributed(tc.device)
+        self.device = resolve_device(device_name)
+        if tc.amp == "fp16" and self.device.type != "cuda":
+            raise UserError("train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        if tc.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed_everything(tc.seed)
+
+        self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, tc.seed)
+        self.mixer = batch_mixer(cfg.data, self.info.num_classes)
+        self.model = build_model(cfg, self.info).to(self.device)
+        self.steps_per_epoch = math.ceil(len(self._batches(0, train=True)) / tc.accum_steps)
+        self.optimizer = build_optimizer(self.model, tc)
+        self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.amp == "fp16")
+        self.net = self.model
+        if self.dist.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if tc.compile:
+            self.net = torch.compile(self.net)
+
+        self.epoch, self.skip, self.best_acc, self.history = 0, 0, -1.0, []
+        self.partial = None  # sums of a half-done epoch, restored on resume
+        if resume:
+            self._restore(checkpoint.load(self.out / "last.pt", map_location=self.device))
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            config_mod.save(cfg, self.out / "config.yaml")
+        self.stop_signal = None
+
+    # -- data ------------------------------------------------------------------------------------
+    def _batches(self, epoch: int, train: bool, skip: int = 0):
+        tc = self.cfg.train
+        ds = self.train_ds if train else self.val_ds
+        bs = tc.batch_size if train else (tc.eval_batch_size or 2 * tc.batch_size)
+        return make_batches(ds, bs, train=train, data_cfg=self.cfg.data, info=self.info,
+                            device=self.device, seed=tc.seed, epoch=epoch, rank=self.dist.rank,
+                            world=self.dist.world, skip=skip, num_workers=self.cfg.data.num_workers)
+
+    def _autocast(self):
+        amp = self.cfg.train.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _state(self, full: bool) -> dict:
+        model = _unwrap_model(self.model)
+        state = {
+            "model": model.state_dict(),
+            "model_name": getattr(model, "model_name", self.cfg.model.name),
+            "model_config": getattr(model, "config", {}),
+            "config": self.cfg.to_dict(),
+            "dataset": {k: getattr(self.info, k) for k in ("name", "num_classes", "in_chans", "img_size",
+                                                           "mean", "std", "classes")},
+            "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
+            "vitlab_version": __version__,
+        }
+        if full:
+            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                         scaler=self.scaler.state_dict(), rng=_rng_state(), skip=self.skip,
+                         partial=self.partial)
+        return state
+
+    def _restore(self, ckpt: dict) -> None:
+        _unwrap_model(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.best_acc, self.history = ckpt["epoch"], ckpt["best_acc"], ckpt["history"]
+        self.skip, self.partial = ckpt.get("skip", 0), ckpt.get("partial")
+        self._resume_rng = ckpt["rng"]
+
+    def _save(self, name: str, full: bool = True) -> None:
+        if self.dist.main:
+            checkpoint.save(self._state(full), self.out / name)
+
+    # -- signals ---------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        if self.stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        tc = self.cfg.train
+        from tqdm import tqdm
+
+        logs = Loggers(tc.loggers, self.out, self.cfg.to_dict(), self.out.name) if self.dist.main else None
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.epoch < tc.epochs:
+                epoch = self.epoch
+                t0 = time.perf_counter()
+                if self.partial is None:
+                    seed_everything(tc.seed * 1_000_003 + epoch)
+                    sums = [0.0, 0.0, 0.0]  # loss x n, correct, n
+                    seconds_before = 0.0
+                else:  # resuming in the middle of this epoch
+                    _set_rng_state(self._resume_rng)
+                    sums, seconds_before = self.partial["sums"], self.partial["seconds"]
+                self.net.train()
+                batches = self._batches(epoch, train=True, skip=self.skip)
+                bar = tqdm(total=len(batches) + self.skip, initial=self.skip, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                           disable=None if (tc.progress and self.dist.main) else True, leave=False,
+                           dynamic_ncols=True)
+                seen_t, seen_n = time.perf_counter(), 0
+                for i, (x, y) in enumerate(batches, start=self.skip):
+                    loss_sum, correct = self._step(x, y, i, len(batches) + self.skip)
+                    sums[0] += loss_sum
+                    sums[1] += correct
+                    sums[2] += len(y)
+                    seen_n += len(y)
+                    if not math.isfinite(sums[0]):
+                        raise NonFiniteLoss(f"loss became {sums[0]} at epoch {epoch + 1}, step {i + 1}")
+                    if bar.disable is False and (i % 10 == 0 or i + 1 == len(batches) + self.skip):
+                        rate = seen_n / max(time.perf_counter() - seen_t, 1e-9)
+                        bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{100 * sums[1] / sums[2]:.2f}",
+                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")
+                    bar.update(1)
+                    if self.stop_signal is not None:
+                        self.skip = i + 1
+                        self.partial = {"sums": sums, "seconds": seconds_before + time.perf_counter() - t0}
+                        self._save("last.pt")
+                        raise Interrupted(f"stopped by signal {signal.Signals(self.stop_signal).name} at epoch "
+                                          f"{epoch + 1}, step {i + 1}; last.pt saved, resume with "
+                                          f"`vitlab train --resume {self.out}`")
+                bar.close()
+                lr = self.optimizer.param_groups[0]["lr"]
+                loss_n, correct_n, n = self.dist.sum(sums, self.device)
+                val_loss, val_acc, _ = self.evaluate()
+                self.epoch, self.skip, self.partial = epoch + 1, 0, None
+                row = dict(epoch=epoch + 1, train_loss=loss_n / n, train_acc=correct_n / n, val_loss=val_loss,
+                           val_acc=val_acc, lr=lr, seconds=seconds_before + time.perf_counter() - t0)
+                self.history.append(row)
+                is_best = val_acc > self.best_acc
+                self.best_acc = max(self.best_acc, val_acc)
+                if self.dist.main:
+                    self._save("last.pt")
+                    if is_best:
+                        self._save("best.pt", full=False)
+                    write_metrics(self.out / "metrics.csv", self.history)
+                    plot_curves(self.out / "curves.png", self.history)
+                    logs.scalars({k: v for k, v in row.items() if k not in ("epoch",)}, epoch + 1)
+                    print(f"epoch {epoch + 1}/{tc.epochs}  train loss {row['train_loss']:.4f} "
+                          f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%"
+                          f"  lr {lr:.2e}  {row['seconds']:.0f}s" + ("  *best" if is_best else ""), flush=True)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if logs:
+                logs.close()
+        best = max(self.history, key=lambda r: r["val_acc"])
+        return {"best_acc": best["val_acc"], "best_epoch": best["epoch"], "final_acc": self.history[-1]["val_acc"],
+                "epochs": len(self.history), "seconds": sum(r["seconds"] for r in self.history),
+                "out": str(self.out)}
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, i: int, n_batches: int) -> tuple[float, float]:
+        """Forward and backward of one batch; an optimizer step every
+        ``accum_steps`` batches. Returns (summed loss, correct count)."""
+        tc = self.cfg.train
+        hard = y
+        if self.mixer is not None:
+            x, y = self.mixer(x, y)
+        with self._autocast():
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
+        self.scaler.scale(loss / tc.accum_steps).backward()
+        if (i + 1) % tc.accum_steps == 0 or i + 1 == n_batches:
+            if tc.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == hard).sum()
+            stats = torch.stack([loss.detach() * len(hard), correct.float()]).tolist()
+        return stats[0], stats[1]
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float]:
+        """(loss, top-1, top-5) on the validation set."""
+        self.net.eval()
+        sums = [0.0, 0.0, 0.0, 0.0]
+        for x, y in self._batches(0, train=False):
+            with self._autocast():
+                logits = self.net(x).float()
+            sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
+            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+            sums[1] += (top[:, 0] == y).sum().item()
+            sums[2] += (top == y[:, None]).any(-1).sum().item()
+            sums[3] += len(y)
+        loss, c1, c5, n = self.dist.sum(sums, self.device)
+        return loss / n, c1 / n, c5 / n

@@ -1,0 +1,202 @@
+"""The ViT model: golden parameter counts, shapes, attention maps, overfitting."""
+
+import pytest
+import torch
+
+import vitlab
+from vitlab.models.vit import SIZES, VisionTransformer, sincos_2d
+
+# Parameter counts of every registered model at its defaults. The paper's sizes equal
+# timm's counts for the same architecture (1000 classes, no representation layer).
+GOLDEN_PARAMS = {
+    "vit": 86_567_656,
+    "vit_ti16": 5_717_416,
+    "vit_s16": 22_050_664,
+    "vit_s32": 22_878_952,
+    "vit_b16": 86_567_656,
+    "vit_b32": 88_224_232,
+    "vit_b8": 86_576_872,
+    "vit_l16": 304_326_632,
+    "vit_l32": 306_535_400,
+    "vit_h14": 632_045_800,
+    "vit_cifar": 6_268_810,
+    "vit_tiny_imagenet": 10_824_008,
+    "vit_tiny_imagenet_b23": 25_725_640,
+    "vit_mnist": 805_130,
+}
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_every_registered_model_has_a_golden_count():
+    assert set(vitlab.list_models()) == set(GOLDEN_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_PARAMS))
+def test_param_count(name):
+    with torch.device("meta"):
+        model = vitlab.create_model(name)
+    assert n_params(model) == GOLDEN_PARAMS[name]
+
+
+def test_cifar_vit_of_the_issue():
+    m = vitlab.create_model("vit", img_size=32, patch_size=4, embed_dim=384, depth=7, num_heads=12,
+                            mlp_dim=384, num_classes=10)
+    assert n_params(m) == 6_268_810
+
+
+def test_size_table_matches_paper():
+    assert SIZES["b"] == dict(embed_dim=768, depth=12, num_heads=12, mlp_dim=3072)
+    assert SIZES["l"] == dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096)
+    assert SIZES["h"] == dict(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_PARAMS))
+def test_forward_backward_every_model(name):
+    torch.manual_seed(0)
+    d = vitlab.models.model_defaults(name)
+    patch = d.get("patch_size", 16)
+    # full width at a small input; depth cut to 2 keeps this fast (the counts above pin the depth)
+    model = vitlab.create_model(name, img_size=2 * patch, num_classes=3, depth=min(d.get("depth", 12), 2))
+    x = torch.randn(2, d.get("in_chans", 3), 2 * patch, 2 * patch)
+    out = model(x)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert torch.isfinite(torch.cat([g.flatten() for g in grads])).all()
+
+
+def small(**kw):
+    args = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_dim=96, num_classes=5)
+    return VisionTransformer(**(args | kw))
+
+
+def test_forward_features_shape_and_pools():
+    x = torch.randn(2, 3, 32, 32)
+    m = small()
+    assert m.forward_features(x).shape == (2, 17, 48)  # 16 patches + class token
+    m = small(pool="avg")
+    assert m.cls_token is None
+    assert m.forward_features(x).shape == (2, 16, 48)
+    assert m(x).shape == (2, 5)
+
+
+def test_rectangular_and_grey_inputs():
+    m = small(img_size=(32, 48), in_chans=1)
+    assert m.patch_embed.grid_size == (4, 6)
+    assert m(torch.randn(2, 1, 32, 48)).shape == (2, 5)
+
+
+def test_other_input_size_resamples_position_embeddings():
+    m = small().eval()
+    assert m(torch.randn(1, 3, 48, 64)).shape == (1, 5)
+    with pytest.raises(ValueError, match="divisible"):
+        m(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="divisible"):
+        small(img_size=30)
+
+
+def test_sincos_position_embedding():
+    m = small(pos_embed="sincos")
+    assert m.pos_embed is None and "pos_table" not in m.state_dict()
+    table = sincos_2d((4, 4), 48)
+    assert table.shape == (16, 48)
+    assert torch.allclose(m.pos_table[0, 1:], table)
+    assert torch.equal(m.pos_table[0, 0], torch.zeros(48))
+    # position 0 is (y=0, x=0): sin parts 0, cos parts 1
+    assert torch.allclose(table[0], torch.cat([torch.zeros(12), torch.ones(12), torch.zeros(12), torch.ones(12)]))
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
+def test_representation_layer_and_headless():
+    m = small(representation_size=64)
+    assert m.pre_logits.fc.out_features == 64 and m.head.in_features == 64
+    m = small(num_classes=0)
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 48)
+
+
+def test_reset_classifier_zero_head():
+    m = small()
+    m.reset_classifier(7)
+    assert m.head.out_features == 7
+    assert torch.count_nonzero(m.head.weight) == 0 and torch.count_nonzero(m.head.bias) == 0
+
+
+def test_init_statistics():
+    m = small(embed_dim=384, num_heads=6, mlp_dim=1536, depth=1)
+    w = m.blocks[0].mlp.fc1.weight
+    # normal std .02 cut at 2 std: the std of the cut distribution is 0.88 x .02
+    assert abs(w.std().item() - 0.0176) < 0.001 and w.abs().max() <= 0.04 + 1e-6
+    assert abs(m.pos_embed.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(m.cls_token) == 0
+    assert torch.count_nonzero(m.blocks[0].attn.qkv.bias) == 0
+
+
+def test_no_weight_decay_names():
+    assert small().no_weight_decay() == {"pos_embed", "cls_token"}
+
+
+def test_unknown_model_and_argument_are_named():
+    with pytest.raises(ValueError, match="did you mean 'vit_b16'"):
+        vitlab.create_model("vit_b61")
+    with pytest.raises(ValueError, match="depht"):
+        vitlab.create_model("vit", depht=3)
+
+
+def test_attention_maps_rows_sum_to_one_and_match_manual_softmax():
+    torch.manual_seed(0)
+    m = small().eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = m.attention_maps(x)
+    assert len(maps) == 2 and maps[0].shape == (2, 3, 17, 17)
+    for a in maps:
+        assert torch.allclose(a.sum(-1), torch.ones(2, 3, 17), atol=1e-5)
+    # manual softmax(QK^T / sqrt(d)) for the first block
+    blk = m.blocks[0]
+    tokens = blk.norm1(m.embed(x))
+    q, k, _ = blk.attn.qkv(tokens).split(48, dim=-1)
+    q = q.reshape(2, 17, 3, 16).transpose(1, 2)
+    k = k.reshape(2, 17, 3, 16).transpose(1, 2)
+    manual = torch.softmax(q @ k.transpose(-2, -1) / 16 ** 0.5, dim=-1)
+    assert torch.allclose(maps[0], manual, atol=1e-6)
+
+
+def test_fused_and_manual_attention_agree():
+    torch.manual_seed(0)
+    m = small().eval()
+    x = torch.randn(2, 3, 32, 32)
+    tokens = m.embed(x)
+    for blk in m.blocks:
+        fused = blk(tokens)
+        manual, _ = blk(tokens, return_attn=True)
+        assert torch.allclose(fused, manual, atol=1e-5)
+        tokens = fused
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    m = small(num_classes=4, img_size=16)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1e-2
+    assert (m(x).argmax(-1) == y).all()
+
+
+def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
+    m = small(drop_path=0.5, dropout=0.1)
+    x = torch.randn(4, 3, 32, 32)
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    m.train()
+    torch.manual_seed(0)
+    a = m(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, m(x))
