@@ -93,7 +93,7 @@ def test_mode_is_restored_and_bad_shape():
 
 
 def test_resnet50_is_4_09_gmacs():
-    torchvision = pytest.importorskip("torchvision")
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
     with torch.device("meta"):
         model = torchvision.models.resnet50()
     macs = count_flops(model, (3, 224, 224))

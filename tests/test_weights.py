@@ -27,6 +27,12 @@ TOL = 1e-4
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+def _need(module: str):
+    """Import a reference package or skip the test."""
+    top = module.split(".")[0]
+    return pytest.importorskip(module, reason=f"{top} is not installed (pip install -e '.[dev]')")
+
+
 def _jitter(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random init leaves biases at 0 and norms at 1; perturb every tensor so
     that a wrongly mapped one shows in the logits."""
@@ -43,7 +49,7 @@ def _vit(**kw) -> torch.nn.Module:
 
 def _timm_twin(kw: dict) -> torch.nn.Module:
     """timm VisionTransformer of the same architecture as vitlab ``vit(**kw)``."""
-    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    timm_vit = _need("timm.models.vision_transformer")
     avg = kw.get("pool", "cls") == "avg"
     model = timm_vit.VisionTransformer(
         img_size=kw["img_size"], patch_size=kw["patch_size"], in_chans=kw.get("in_chans", 3),
@@ -104,7 +110,7 @@ def test_timm_logits_match(case, fmt, tmp_path):
 
 
 def test_timm_registered_name_matches():
-    timm = pytest.importorskip("timm")
+    timm = _need("timm")
     ref = _jitter(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2))
     model = load_pretrained(vitlab.create_model("vit_ti16", depth=2).eval(), ref.state_dict())
     x = torch.randn(1, 3, 224, 224)
@@ -125,7 +131,7 @@ def test_timm_training_checkpoint_is_unwrapped(tmp_path):
 
 
 def test_timm_fc_norm_is_explained():
-    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    timm_vit = _need("timm.models.vision_transformer")
     ref = timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=4,
                                      num_classes=10, global_pool="avg", class_token=False)  # fc_norm on
     with pytest.raises(UserError, match="fc_norm"):
@@ -138,7 +144,7 @@ def test_timm_fc_norm_is_explained():
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("new_size", [384, 160, (192, 320)], ids=["384", "160-down", "192x320"])
 def test_resample_matches_timm(new_size):
-    timm = pytest.importorskip("timm")
+    timm = _need("timm")
     from timm.layers import resample_abs_pos_embed
     from timm.models.vision_transformer import checkpoint_filter_fn
     sd = _jitter(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1)).state_dict()
@@ -156,7 +162,7 @@ def test_resample_matches_timm(new_size):
 
 
 def test_cls_checkpoint_into_avg_model_drops_cls_entry(caplog):
-    timm = pytest.importorskip("timm")
+    timm = _need("timm")
     from timm.layers import resample_abs_pos_embed
     sd = _jitter(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1)).state_dict()
     model = vitlab.create_model("vit_ti16", depth=1, img_size=384, pool="avg").eval()
@@ -226,7 +232,7 @@ HF_KW = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_
 
 
 def _hf_config(**extra):
-    transformers = pytest.importorskip("transformers")
+    transformers = _need("transformers")
     return transformers.ViTConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
         patch_size=8, num_channels=3, layer_norm_eps=1e-6, hidden_act="gelu", **extra)
@@ -234,7 +240,7 @@ def _hf_config(**extra):
 
 @pytest.mark.parametrize("fmt", ["state_dict", "folder", ".bin"])
 def test_hf_classifier_logits_match(fmt, tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = _need("transformers")
     ref = _jitter(transformers.ViTForImageClassification(_hf_config(num_labels=6)))
     if fmt == "state_dict":
         source = ref.state_dict()  # in-memory names (they differ between transformers versions)
@@ -252,7 +258,7 @@ def test_hf_classifier_logits_match(fmt, tmp_path):
 
 
 def test_hf_model_pooler_is_representation_layer():
-    transformers = pytest.importorskip("transformers")
+    transformers = _need("transformers")
     ref = _jitter(transformers.ViTModel(_hf_config(), add_pooling_layer=True))
     assert not any(k.startswith("vit.") for k in ref.state_dict())
     model = load_pretrained(_vit(**{**HF_KW, "num_classes": 0}, representation_size=64), ref.state_dict())
@@ -262,7 +268,7 @@ def test_hf_model_pooler_is_representation_layer():
 
 
 def test_hf_shape_mismatch_names_both_keys():
-    transformers = pytest.importorskip("transformers")
+    transformers = _need("transformers")
     ref = transformers.ViTForImageClassification(_hf_config(num_labels=6))
     with pytest.raises(UserError, match=r"blocks\.0\.mlp\.fc1\.weight.*\(128, 64\).*\(96, 64\)"):
         load_pretrained(_vit(**{**HF_KW, "mlp_dim": 96}), ref.state_dict())
@@ -291,7 +297,7 @@ def _to_npz(sd: dict, heads: int, path: Path, flavour: str = "google", prefix: s
     blocks = []
     depth = 1 + max(int(k.split(".")[1]) for k in a if k.startswith("blocks."))
     for i in range(depth):
-        g = lambda n: a[f"blocks.{i}.{n}"]  # noqa: E731
+        g = lambda n, i=i: a[f"blocks.{i}.{n}"]  # noqa: E731
         blk = {"LayerNorm_0/scale": g("norm1.weight"), "LayerNorm_0/bias": g("norm1.bias"),
                f"LayerNorm_{ln2}/scale": g("norm2.weight"), f"LayerNorm_{ln2}/bias": g("norm2.bias")}
         qw, qb = np.split(g("attn.qkv.weight"), 3), np.split(g("attn.qkv.bias"), 3)
@@ -322,7 +328,7 @@ NPZ_KW = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp
     ("big_vision", "params/", True, "cls"),    # pool_type 'tok', layers stacked (scan)
 ])
 def test_npz_logits_match_timm_loader(flavour, prefix, stacked, pool, tmp_path):
-    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    timm_vit = _need("timm.models.vision_transformer")
     kw = {**NPZ_KW, "pool": pool}
     # big_vision's class token gets no position embedding: timm's no_embed_class
     ref = timm_vit.VisionTransformer(
@@ -345,7 +351,7 @@ def test_npz_logits_match_timm_loader(flavour, prefix, stacked, pool, tmp_path):
 
 def test_npz_resampled_like_timm_loader(tmp_path):
     """timm's .npz loader resamples bilinearly (no antialias; the same when upsampling)."""
-    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    timm_vit = _need("timm.models.vision_transformer")
     arch = dict(patch_size=8, embed_dim=64, depth=1, num_heads=4, mlp_ratio=2, num_classes=10)
     path = _to_npz(_jitter(timm_vit.VisionTransformer(img_size=32, **arch)).state_dict(), 4, tmp_path / "w.npz")
     ref = timm_vit.VisionTransformer(img_size=56, **arch).eval()
@@ -461,6 +467,23 @@ def test_pickled_code_is_never_run(tmp_path):
     with pytest.raises(UserError, match="pickled"):
         load_pretrained(_vit(**SMALL), path)
     assert not marker.exists()
+
+
+def test_any_model_in_its_own_names(tmp_path):
+    src = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 2))
+    _jitter(src)
+    path = tmp_path / "last.pt"
+    torch.save({"model": src.state_dict(), "model_name": "toy", "epoch": 1}, path)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2))
+    load_pretrained(model, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5))
+    with pytest.raises(UserError, match=r"3\.weight.*\(2, 144\).*\(5, 144\)"):
+        load_pretrained(other, path)
 
 
 def test_top_level_api_and_returns_model():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,9 +36,12 @@ def _cmd_train(a) -> int:
             raise UserError("give a CONFIG file (see configs/) or --resume DIR")
         cfg = cfgmod.load(a.config, a.set)
         out = Path(a.out) if a.out else Path("runs") / f"{Path(a.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a folder; choose another --out")
         if (out / "last.pt").exists():
             raise UserError(f"{out} already holds a run; continue it with `vitlab train --resume {out}` "
                             "or choose another --out")
+    created = not out.exists()
     trainer = Trainer(cfg, out, resume=bool(a.resume))
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if trainer.dist.main:
@@ -49,12 +53,19 @@ def _cmd_train(a) -> int:
                   flush=True)
     try:
         s = trainer.fit()
+    except UserError:
+        # bad input found during training (a corrupt image file read at its item): leave nothing
+        # half-written, i.e. remove the run folder this command made if no checkpoint was written
+        if created and trainer.dist.main and not (out / "last.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     except Interrupted as e:
         print(f"vitlab: {e}", file=sys.stderr)
         return 130
     except NonFiniteLoss as e:
-        print(f"vitlab: training stopped: {e}; the last good checkpoint is {out / 'last.pt'} "
-              "(lower train.lr or set train.clip_grad)", file=sys.stderr)
+        kept = (f"the last good checkpoint is {out / 'last.pt'}" if (out / "last.pt").is_file()
+                else "no checkpoint was written yet")
+        print(f"vitlab: training stopped: {e}; {kept} (lower train.lr or set train.clip_grad)", file=sys.stderr)
         return 1
     if trainer.dist.main:
         print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
@@ -66,8 +77,12 @@ def _cmd_train(a) -> int:
 def _cmd_eval(a) -> int:
     from .evaluate import evaluate_checkpoint, plot_confusion
 
-    r = evaluate_checkpoint(a.checkpoint, a.set, device=a.device, batch_size=a.batch_size)
+    if a.batch_size < 1:
+        raise UserError(f"--batch-size must be 1 or more, got {a.batch_size}")
     png = Path(a.out) if a.out else Path(a.checkpoint).with_name(Path(a.checkpoint).stem + "_confusion.png")
+    if a.out and not png.parent.is_dir():
+        raise UserError(f"cannot write {png}: the folder {png.parent} does not exist")
+    r = evaluate_checkpoint(a.checkpoint, a.set, device=a.device, batch_size=a.batch_size)
     plot_confusion(r["confusion"], r["classes"], png, title=f"{Path(a.checkpoint).name}: top-1 {100 * r['top1']:.2f}%")
     if a.json:
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"} | {"confusion_png": str(png)}, indent=1))
@@ -83,6 +98,8 @@ def _cmd_eval(a) -> int:
 def _cmd_predict(a) -> int:
     from .evaluate import predict
 
+    if a.top_k < 1:
+        raise UserError(f"--top-k must be 1 or more, got {a.top_k}")
     results = predict(a.checkpoint, a.images, top_k=a.top_k, device=a.device)
     if a.json:
         print(json.dumps(results, indent=1))
@@ -178,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except UserError as e:
-        print(f"vitlab: error: {e}", file=sys.stderr)
+        msg = str(e).strip()
+        marker = f"{UserError.__module__}.{UserError.__qualname__}: "
+        if marker in msg:  # raised in a DataLoader worker, which puts the worker's traceback in the message
+            msg = msg.rsplit(marker, 1)[1]
+        print(f"vitlab: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vitlab: interrupted", file=sys.stderr)

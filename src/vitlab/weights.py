@@ -92,7 +92,8 @@ _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 # Checkpoint keys that mark a feature vitlab's ViT does not have; used to
 # explain a failed strict load.
 _UNSUPPORTED = {
-    "fc_norm.": "a norm after average pooling (timm fc_norm); vitlab's 'avg' applies the final norm before the mean",
+    "fc_norm.": ("a norm after average pooling (timm fc_norm); vitlab's 'avg' applies the final "
+                 "norm before the mean"),
     "norm_pre.": "a norm before the blocks (CLIP-style pre_norm)",
     "reg_token": "register tokens",
     "dist_token": "a distillation token (DeiT distilled)",
@@ -114,8 +115,9 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
     ``.npz``, big_vision or vitlab layout) into ``model`` and return it.
 
     Args:
-        model: a vitlab ``VisionTransformer`` (any module works for the
-            timm/vitlab layout, without the ViT-specific rules).
+        model: a vitlab ``VisionTransformer``. Any other module loads a
+            checkpoint in its own names (a vitlab checkpoint of a ResNet, say)
+            with the shape checks, without the ViT rules.
         source: path to ``.npz``, ``.safetensors``, ``.pth``/``.pt``/``.bin``
             (or a Hugging Face folder holding ``model.safetensors`` or
             ``pytorch_model.bin``), or a state dict / vitlab checkpoint dict.
@@ -133,8 +135,8 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
         raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
     state, meta, origin = _read(source)
     state = _unwrap(state, meta, origin)
-    layout, mapped, notes = _map(state, origin)
-    _fit(model, mapped, meta, layout, origin, notes, strict, interpolation)
+    layout, mapped, unused = _map(state, origin, set(model.state_dict()))
+    _fit(model, mapped, meta, layout, origin, unused, strict, interpolation)
     return model
 
 
@@ -257,11 +259,13 @@ def _unwrap(state: Any, meta: dict, origin: str) -> dict[str, Tensor]:
 # ------------------------------------------------------------------------------------------------
 # layouts: one explicit key map each
 # ------------------------------------------------------------------------------------------------
-def _map(state: dict[str, Tensor], origin: str) -> tuple[str, Mapped, list[str]]:
-    """Detect the layout and map to vitlab names. -> (layout, mapped, unexpected source keys)."""
+def _map(state: dict[str, Tensor], origin: str, model_keys: set[str]) -> tuple[str, Mapped, list[str]]:
+    """Detect the layout and map to vitlab names. -> (layout, mapped, unused source keys)."""
     keys = state.keys()
     if "patch_embed.proj.weight" in keys or any(k.startswith("blocks.") for k in keys):
         return "timm/vitlab", {k: (v, k) for k, v in state.items()}, []
+    if model_keys and len(model_keys.intersection(keys)) >= len(model_keys) / 2:
+        return "vitlab", {k: (v, k) for k, v in state.items()}, []  # the model's own names (any model)
     for p in ("vit.", ""):
         if f"{p}embeddings.patch_embeddings.projection.weight" in keys:
             return ("hf",) + _map_hf(state, p)
@@ -321,7 +325,8 @@ def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
         s, t = f"{p}encoder.layer.{i}.", f"blocks.{i}."
         for w in ("weight", "bias"):
             r.add(t + f"norm1.{w}", s + f"layernorm_before.{w}")
-            r.add(t + f"attn.qkv.{w}", [s + f"attention.attention.{n}.{w}" for n in ("query", "key", "value")], cat)
+            qkv = [s + f"attention.attention.{n}.{w}" for n in ("query", "key", "value")]
+            r.add(t + f"attn.qkv.{w}", qkv, cat)
             r.add(t + f"attn.proj.{w}", s + f"attention.output.dense.{w}")
             r.add(t + f"norm2.{w}", s + f"layernorm_after.{w}")
             r.add(t + f"mlp.fc1.{w}", s + f"intermediate.dense.{w}")
@@ -357,7 +362,8 @@ def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
         depth = state[f"{tr}encoderblock/LayerNorm_0/scale"].shape[0]
         blocks = [(i, f"{tr}encoderblock/") for i in range(depth)]
     else:
-        blocks = [(i, f"{tr}encoderblock_{i}/") for i in _block_indices(keys, re.escape(tr) + r"encoderblock_(\d+)/")]
+        found = _block_indices(keys, re.escape(tr) + r"encoderblock_(\d+)/")
+        blocks = [(i, f"{tr}encoderblock_{i}/") for i in found]
     first = blocks[0][1] if blocks else ""
     if f"{first}MultiHeadDotProductAttention_1/query/kernel" in keys:
         layout, (mha, ln2, mlp) = "google", (1, 2, 3)
@@ -383,25 +389,28 @@ def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
     r.add("cls_token", f"{p}cls")
     for k in (f"{tr}posembed_input/pos_embedding", f"{p}pos_embedding", f"{tr}pos_embedding"):
         r.add("pos_embed", k)
+    same = lambda t: t  # noqa: E731
+
+    def layer(f: Callable[..., Tensor], i: int) -> Callable[..., Tensor]:
+        """A stacked checkpoint holds every layer along axis 0: index it first."""
+        return (lambda *t: f(*[x[i] for x in t])) if stacked else f
+
     for i, b in blocks:
-        # In a stacked checkpoint every source is indexed at layer i first.
-        at = (lambda f: (lambda *t: f(*[x[i] for x in t]))) if stacked else (lambda f: f)
         t, a = f"blocks.{i}.", f"{b}MultiHeadDotProductAttention_{mha}/"
-        r.add(t + "norm1.weight", f"{b}LayerNorm_0/scale", at(lambda x: x))
-        r.add(t + "norm1.bias", f"{b}LayerNorm_0/bias", at(lambda x: x))
-        r.add(t + "attn.qkv.weight", [f"{a}{n}/kernel" for n in ("query", "key", "value")], at(qkv_w))
-        r.add(t + "attn.qkv.bias", [f"{a}{n}/bias" for n in ("query", "key", "value")], at(qkv_b))
-        r.add(t + "attn.proj.weight", f"{a}out/kernel", at(heads_out))
-        r.add(t + "attn.proj.bias", f"{a}out/bias", at(lambda x: x))
-        r.add(t + "norm2.weight", f"{b}LayerNorm_{ln2}/scale", at(lambda x: x))
-        r.add(t + "norm2.bias", f"{b}LayerNorm_{ln2}/bias", at(lambda x: x))
+        r.add(t + "norm1.weight", f"{b}LayerNorm_0/scale", layer(same, i))
+        r.add(t + "norm1.bias", f"{b}LayerNorm_0/bias", layer(same, i))
+        r.add(t + "attn.qkv.weight", [f"{a}{n}/kernel" for n in ("query", "key", "value")], layer(qkv_w, i))
+        r.add(t + "attn.qkv.bias", [f"{a}{n}/bias" for n in ("query", "key", "value")], layer(qkv_b, i))
+        r.add(t + "attn.proj.weight", f"{a}out/kernel", layer(heads_out, i))
+        r.add(t + "attn.proj.bias", f"{a}out/bias", layer(same, i))
+        r.add(t + "norm2.weight", f"{b}LayerNorm_{ln2}/scale", layer(same, i))
+        r.add(t + "norm2.bias", f"{b}LayerNorm_{ln2}/bias", layer(same, i))
         for j in (0, 1):
-            r.add(t + f"mlp.fc{j + 1}.weight", f"{b}MlpBlock_{mlp}/Dense_{j}/kernel", at(dense))
-            r.add(t + f"mlp.fc{j + 1}.bias", f"{b}MlpBlock_{mlp}/Dense_{j}/bias", at(lambda x: x))
-        if stacked:  # the stacked arrays serve every layer; drop their names from the output labels
-            for k in list(r.out):
-                if k.startswith(t):
-                    r.out[k] = (r.out[k][0], f"{r.out[k][1]}[{i}]")
+            r.add(t + f"mlp.fc{j + 1}.weight", f"{b}MlpBlock_{mlp}/Dense_{j}/kernel", layer(dense, i))
+            r.add(t + f"mlp.fc{j + 1}.bias", f"{b}MlpBlock_{mlp}/Dense_{j}/bias", layer(same, i))
+        if stacked:  # name the layer in messages: "Transformer/encoderblock/...[3]"
+            for k in [k for k in r.out if k.startswith(t)]:
+                r.out[k] = (r.out[k][0], f"{r.out[k][1]}[{i}]")
     r.add("norm.weight", f"{tr}encoder_norm/scale")
     r.add("norm.bias", f"{tr}encoder_norm/bias")
     r.add("pre_logits.fc.weight", f"{p}pre_logits/kernel", dense)

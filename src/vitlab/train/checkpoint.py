@@ -13,12 +13,18 @@ import torch
 
 from ..errors import UserError
 
+# mkstemp makes files readable by their owner only; checkpoints and logs get the usual
+# permissions (0o666 less the umask), as config.yaml and every other file of a run folder.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -69,7 +69,10 @@ def build_model(cfg, info) -> nn.Module:
     """The model of ``cfg.model`` sized for the dataset ``info`` (channels,
     classes, and the image size unless the config sets one)."""
     from ..models.registry import _lookup
-    builder = _lookup(cfg.model.name)[0]
+    try:
+        builder = _lookup(cfg.model.name)[0]
+    except ValueError as e:  # an unknown name: one line naming the closest one
+        raise UserError(f"model.name: {e}") from None
     accepted = inspect.signature(builder).parameters
     args = {k: v for k, v in vars(cfg.model).items() if k not in ("name", "pretrained") and v is not None}
     args.update(in_chans=info.in_chans, num_classes=info.num_classes)
@@ -103,7 +106,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    # numpy's state is stored as a tensor and plain numbers: checkpoints are read with
+    # torch.load(weights_only=True), which refuses numpy arrays.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "random": random.getstate(),
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -111,7 +119,9 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    ns = state["numpy"]
+    np.random.set_state((ns["name"], ns["keys"].numpy().astype(np.uint32), ns["pos"], ns["has_gauss"],
+                         ns["cached_gaussian"]))
     random.setstate(state["random"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -248,6 +258,10 @@ class Trainer:
         return state
 
     def _restore(self, ckpt: dict) -> None:
+        missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "epoch") if k not in ckpt]
+        if missing:  # e.g. best.pt (weights only) copied over last.pt
+            raise UserError(f"{self.out / 'last.pt'} cannot be resumed: it holds no {', '.join(missing)} "
+                            "(best.pt holds weights only; resume from the last.pt of a run)")
         _unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -303,7 +317,9 @@ class Trainer:
                         bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{100 * sums[1] / sums[2]:.2f}",
                                         lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")
                     bar.update(1)
-                    if self.stop_signal is not None:
+                    # stop only after an optimizer step: the gradients accumulated so far are not saved
+                    step_done = (i + 1) % tc.accum_steps == 0 or i + 1 == len(batches) + self.skip
+                    if self.stop_signal is not None and step_done:
                         self.skip = i + 1
                         self.partial = {"sums": sums, "seconds": seconds_before + time.perf_counter() - t0}
                         self._save("last.pt")
@@ -321,9 +337,11 @@ class Trainer:
                 is_best = val_acc > self.best_acc
                 self.best_acc = max(self.best_acc, val_acc)
                 if self.dist.main:
-                    self._save("last.pt")
+                    # best.pt before last.pt: a run killed in between redoes this epoch on resume and
+                    # writes the same best.pt again; the other order would lose this epoch's best.pt
                     if is_best:
                         self._save("best.pt", full=False)
+                    self._save("last.pt")
                     write_metrics(self.out / "metrics.csv", self.history)
                     plot_curves(self.out / "curves.png", self.history)
                     logs.scalars({k: v for k, v in row.items() if k not in ("epoch",)}, epoch + 1)

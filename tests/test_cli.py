@@ -1,0 +1,474 @@
+"""The `vitlab` command line: train -> eval -> predict end to end, a run killed
+with SIGKILL and resumed, and every kind of bad input (exit code 2, one line on
+stderr, no traceback, no half-made run folder). Commands run in-process through
+``vitlab.cli.main``; subprocesses only where a real process or signal is needed."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from vitlab import cli
+from vitlab.train import checkpoint
+from vitlab.train import config as cfgmod
+from vitlab.train.engine import model_from_checkpoint
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+
+TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
+              "mlp_dim": 64}
+TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+# --------------------------------------------------------------------------- tiny data
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    arr = np.asarray(arr, dtype=np.uint8)
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
+
+
+def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> dict:
+    """A learnable Fashion-MNIST in the official gzipped IDX files: class c is a bright band at rows 2c..2c+7."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c:2 * c + 8] += 150
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        arrays[prefix] = images.astype(np.uint8), labels
+    return arrays
+
+
+def make_imagefolder(root: Path, per_class: int = 8, val_per_class: int = 4) -> Path:
+    """root/train/<class>/*.png and root/val/<class>/*.png, 28x28 RGB."""
+    rng = np.random.default_rng(1)
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i:02d}.png")
+    return root
+
+
+def write_config(path: Path, data: dict, model: dict | None = None, **train) -> Path:
+    path.write_text(yaml.safe_dump({"model": model or TINY_MODEL, "data": data, "train": {**TRAIN, **train}}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """The trainer sets torch's thread count and deterministic mode; other test files must not see them."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fashion")
+    return root, make_fashion(root)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, fashion) -> Path:
+    d = tmp_path_factory.mktemp("config")
+    return write_config(d / "tiny.yaml", {"name": "fashion_mnist", "root": str(fashion[0])})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, config) -> Path:
+    """A finished 2-epoch run with the default loggers (TensorBoard)."""
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    assert cli.main(["train", str(config), "--out", str(out)]) == 0
+    return out
+
+
+def read_metrics(out: Path) -> list[dict]:
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_run_directory_holds_everything(run, config):
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png"} <= names
+    assert (run / "metrics.csv").read_text().splitlines()[0] == \
+        "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds"
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for r in rows:
+        assert 0 <= float(r["train_acc"]) <= 1 and 0 <= float(r["val_acc"]) <= 1 and float(r["val_loss"]) > 0
+    # the resolved config: every key, equal to the preset it came from
+    assert cfgmod.load(run / "config.yaml").to_dict() == cfgmod.load(config).to_dict()
+    assert set(yaml.safe_load((run / "config.yaml").read_text())["train"]) == set(cfgmod.TrainConfig().__dict__)
+    with Image.open(run / "curves.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    last, best = checkpoint.load(run / "last.pt"), checkpoint.load(run / "best.pt")
+    assert last["epoch"] == 2 and "optimizer" in last and "optimizer" not in best
+    assert best["dataset"]["classes"] == FASHION_CLASSES
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = list(run.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    val = acc.Scalars("val_acc")
+    assert [e.step for e in val] == [1, 2]
+    assert [e.value for e in val] == pytest.approx([float(r["val_acc"]) for r in rows])
+
+
+def test_train_prints_summary(tmp_path, config, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config), "--out", str(out), "--set", "train.epochs=1",
+                     "--set", "train.loggers=[]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model vit: 11,114 parameters | data fashion_mnist: 64 train / 32 val images")
+    assert lines[1].startswith("epoch 1/1  train loss") and lines[-1].startswith("done: best val acc")
+    assert not list(out.glob("events.out.tfevents.*"))  # loggers=[]: no TensorBoard
+
+
+def test_eval_prints_top1_top5_per_class_and_writes_confusion(run, capsys):
+    assert cli.main(["eval", str(run / "best.pt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    best = max(read_metrics(run), key=lambda r: float(r["val_acc"]))  # the first of the best epochs
+    assert out[0].startswith(f"32 images: top-1 {100 * float(best['val_acc']):.2f}%  top-5 ")
+    per_class = out[1:11]
+    assert [line.split()[0] for line in per_class] == [c.split()[0] for c in FASHION_CLASSES]
+    assert all(line.endswith("%") for line in per_class)
+    png = run / "best_confusion.png"
+    assert out[11] == f"confusion matrix: {png}"
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+
+
+def test_eval_json(run, tmp_path, capsys):
+    png = tmp_path / "conf.png"
+    assert cli.main(["eval", str(run / "last.pt"), "--json", "--out", str(png)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 32 and 0 <= r["top1"] <= r["top5"] <= 1
+    assert r["top1"] == pytest.approx(float(read_metrics(run)[-1]["val_acc"]))
+    assert r["loss"] == pytest.approx(float(read_metrics(run)[-1]["val_loss"]), rel=1e-4)
+    assert list(r["per_class"]) == FASHION_CLASSES
+    assert r["confusion_png"] == str(png) and png.is_file()
+
+
+def test_predict_json_matches_the_model(run, fashion, tmp_path, capsys):
+    images, _ = fashion[1]["t10k"]
+    paths = []
+    for i in (0, 7):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(images[i]).save(paths[-1])  # grey 28x28, as Fashion-MNIST
+    assert cli.main(["predict", str(run / "best.pt"), *map(str, paths), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == list(map(str, paths))
+
+    ckpt = checkpoint.load(run / "best.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    x = torch.from_numpy(images[[0, 7]]).float().div(255)[:, None]
+    x = (x - ckpt["dataset"]["mean"][0]) / ckpt["dataset"]["std"][0]
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    for r, p in zip(results, probs):
+        top = r["top"]
+        assert len(top) == 5
+        ps = [t["prob"] for t in top]
+        assert ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-6 and all(0 <= v <= 1 for v in ps)
+        val, idx = p.topk(5)
+        assert [t["index"] for t in top] == idx.tolist()
+        assert ps == pytest.approx(val.tolist(), abs=1e-5)
+        assert [t["class"] for t in top] == [FASHION_CLASSES[i] for i in idx.tolist()]
+
+
+def test_predict_text_and_top_k(run, fashion, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(fashion[1]["t10k"][0][3]).convert("RGB").save(img)  # colour input for a grey model
+    assert cli.main(["predict", str(run / "best.pt"), str(img), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{img}: ") and line.count("%") == 2
+
+
+def test_resume_of_a_finished_run_does_nothing_more(run, capsys):
+    before = checkpoint.load(run / "last.pt")["model"]
+    assert cli.main(["train", "--resume", str(run), "--set", "train.loggers=[]"]) == 0
+    assert "resuming at epoch 3" in capsys.readouterr().out
+    after = checkpoint.load(run / "last.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(read_metrics(run)) == 2
+
+
+# --------------------------------------------------------------------------- a run killed with SIGKILL
+
+_SLOW_TRAIN = textwrap.dedent("""
+    import sys, time
+    import vitlab.train.engine as engine
+    from vitlab.cli import main
+    step = engine.Trainer._step
+    def slow(self, *args):  # slow enough to be killed in the middle of epoch 2
+        time.sleep(0.4)
+        return step(self, *args)
+    engine.Trainer._step = slow
+    sys.exit(main(["train", sys.argv[1], "--out", sys.argv[2]]))
+""")
+
+
+def test_sigkill_during_training_then_resume(run, config, tmp_path, capsys):
+    out = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_TRAIN, str(config), str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "last.pt").exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "no last.pt after 90 s"
+            time.sleep(0.01)
+        child.kill()
+        child.wait()
+    finally:
+        child.kill()
+        child.stderr.close()
+    assert child.returncode == -9
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1  # killed before epoch 2 ended
+
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    assert "resuming at epoch 2" in capsys.readouterr().out
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    # the same numbers as the uninterrupted run of the same config
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(rows) == strip(read_metrics(run))
+    a, b = checkpoint.load(out / "last.pt")["model"], checkpoint.load(run / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (out / "best.pt").is_file() and (out / "curves.png").is_file()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def fails(capsys, *argv, quiet: bool = True) -> str:
+    """Run a command that must fail with exit code 2 and one line on stderr (and with ``quiet``,
+    nothing on stdout); return that line."""
+    assert cli.main(list(map(str, argv))) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err
+    assert err.startswith("vitlab: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    if quiet:
+        assert captured.out == ""
+    return err.strip()
+
+
+def test_missing_dataset_in_empty_root(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    cfg = write_config(tmp_path / "c.yaml", {"name": "fashion_mnist", "root": str(tmp_path / "empty")})
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert f"no fashion_mnist files in data.root {tmp_path / 'empty'}" in err
+    assert "train-images-idx3-ubyte.gz" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_root_that_does_not_exist(tmp_path, config, capsys):
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", f"data.root={tmp_path / 'nowhere'}")
+    assert f"data.root {tmp_path / 'nowhere'} does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_incomplete_idx_dataset(tmp_path, capsys):
+    make_fashion(tmp_path / "data")
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").unlink()
+    cfg = write_config(tmp_path / "c.yaml", {"name": "fashion_mnist", "root": str(tmp_path / "data")})
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert "missing: t10k-labels-idx1-ubyte[.gz]" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key_names_the_closest(tmp_path, config, capsys):
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.lrr=0.1")
+    assert err == "vitlab: error: unknown config key 'train.lrr' (did you mean 'train.lr'?)"
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_key_in_config_file(tmp_path, fashion, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  name: fashion_mnist\n  root: {fashion[0]}\ntrain:\n  epochz: 3\n")
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert "unknown config key 'train.epochz' (did you mean 'train.epochs'?)" in err
+    cfg.write_text("trian:\n  epochs: 3\n")
+    assert "unknown config section 'trian' (did you mean 'train'?)" in fails(capsys, "train", cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_value_type(tmp_path, config, capsys):
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.epochs=abc")
+    assert err == "vitlab: error: config key 'train.epochs' expects an integer, got 'abc'"
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.lr=fast")
+    assert "config key 'train.lr' expects a number, got 'fast'" in err
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.epochs=0")
+    assert "train.epochs must be positive" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_numbers_without_a_dot_are_numbers(tmp_path, fashion):
+    """YAML 1.1 reads 1e-3 as a string; the config takes it as the number people mean."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{name: fashion_mnist, root: {fashion[0]}}}\ntrain: {{lr: 1e-3, min_lr: 2E-5}}\n")
+    c = cfgmod.load(cfg, ["train.weight_decay=5e-2", "train.clip_grad=1e0"])
+    assert (c.train.lr, c.train.min_lr, c.train.weight_decay, c.train.clip_grad) == (1e-3, 2e-5, 0.05, 1.0)
+
+
+def test_unreadable_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1, 2\n  lr: 0.1\n")
+    err = fails(capsys, "train", bad, "--out", tmp_path / "run")
+    assert f"cannot read config {bad}: invalid YAML at line" in err
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x81 not text")
+    assert f"cannot read config {binary}" in fails(capsys, "train", binary, "--out", tmp_path / "run")
+    assert "config file not found" in fails(capsys, "train", tmp_path / "none.yaml")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_model_name(tmp_path, config, capsys):
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "model.name=vit_b17")
+    assert "unknown model 'vit_b17'" in err and "did you mean" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_option_the_model_lacks(tmp_path, config, capsys):
+    err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "model.num_heads=3")
+    assert "cannot build model 'vit'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_first_image_in_image_folder(tmp_path, capsys):
+    root = make_imagefolder(tmp_path / "imgs")
+    bad = root / "train" / "cat" / "00.png"
+    bad.write_bytes(b"this is not a png")
+    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root)}, batch_size=8)
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert f"cannot read image {bad}" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_image_found_during_training(tmp_path, capsys, workers):
+    """A corrupt file is found when its batch is read (also in a DataLoader worker): one line naming it,
+    and no half-made run left."""
+    root = make_imagefolder(tmp_path / "imgs")
+    bad = root / "train" / "dog" / "05.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # a valid PNG header, then nothing
+    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root), "num_workers": workers},
+                       batch_size=8)
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run", quiet=False)  # after the "model ..." line
+    assert f"cannot read image {bad}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, capsys, caplog):
+    root = make_imagefolder(tmp_path / "imgs")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    (root / "train" / "dog" / "Thumbs.db").write_bytes(b"\x00" * 10)
+    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root)}, batch_size=8,
+                       epochs=1, loggers=[])
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert "skipped 2 file(s)" in caplog.text
+    assert "data imagefolder: 16 train / 8 val images, 2 classes" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "run" / "best.pt")["dataset"]["classes"] == ["cat", "dog"]
+
+
+def test_resume_a_folder_without_a_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    err = fails(capsys, "train", "--resume", tmp_path / "empty")
+    assert f"{tmp_path / 'empty'} holds no run to resume" in err
+    assert "holds no run to resume" in fails(capsys, "train", "--resume", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_resume_from_weights_only_checkpoint(run, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_bytes((run / "config.yaml").read_bytes())
+    (out / "last.pt").write_bytes((run / "best.pt").read_bytes())  # weights only
+    err = fails(capsys, "train", "--resume", out)
+    assert "cannot be resumed" in err and "best.pt holds weights only" in err
+
+
+def test_train_into_a_finished_run_or_a_file(run, config, tmp_path, capsys):
+    assert "already holds a run" in fails(capsys, "train", config, "--out", run)
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in fails(capsys, "train", config, "--out", tmp_path / "afile")
+    assert "not both" in fails(capsys, "train", config, "--resume", run)
+
+
+def test_eval_and_predict_a_missing_checkpoint(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(img)
+    missing = tmp_path / "run" / "best.pt"
+    assert fails(capsys, "eval", missing) == f"vitlab: error: checkpoint not found: {missing}"
+    assert fails(capsys, "predict", missing, img) == f"vitlab: error: checkpoint not found: {missing}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_a_corrupt_checkpoint(tmp_path, run, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((run / "best.pt").read_bytes()[:1000])  # cut short
+    assert f"cannot read checkpoint {bad}" in fails(capsys, "eval", bad)
+    assert f"cannot read checkpoint {bad}" in fails(capsys, "predict", bad, bad)
+
+
+def test_predict_a_corrupt_or_missing_image(run, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    err = fails(capsys, "predict", run / "best.pt", bad)
+    assert f"cannot read image {bad}" in err
+    assert fails(capsys, "predict", run / "best.pt", tmp_path / "none.png") == \
+        f"vitlab: error: image not found: {tmp_path / 'none.png'}"
+
+
+def test_eval_and_predict_bad_options(run, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(img)
+    assert "--top-k must be 1 or more" in fails(capsys, "predict", run / "best.pt", img, "--top-k", "0")
+    assert "--batch-size must be 1 or more" in fails(capsys, "eval", run / "best.pt", "--batch-size", "0")
+    err = fails(capsys, "eval", run / "best.pt", "--out", tmp_path / "nowhere" / "c.png")
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in err
+    err = fails(capsys, "eval", run / "best.pt", "--set", f"data.root={tmp_path / 'moved'}")
+    assert "does not exist" in err
+
+
+def test_bad_input_in_a_real_process(config, tmp_path):
+    """The console command itself: exit code 2, exactly one line on stderr, nothing on stdout."""
+    res = subprocess.run([sys.executable, "-m", "vitlab", "train", str(config), "--out", str(tmp_path / "run"),
+                          "--set", "train.lrr=0.1"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr == "vitlab: error: unknown config key 'train.lrr' (did you mean 'train.lr'?)\n"
+    assert res.stdout == ""
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,455 @@
+"""vitlab.train: exact resume (epoch boundary, mid-epoch signal, gradient
+accumulation), atomic checkpoints under SIGKILL, schedules, weight-decay groups,
+label smoothing and non-finite losses, on a tiny Fashion-MNIST written in its
+real IDX format and a ViT of 11k parameters (each run takes about a second)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vitlab.train.engine as engine
+from vitlab import cli, create_model
+from vitlab.errors import UserError
+from vitlab.train import checkpoint
+from vitlab.train import config as cfgmod
+from vitlab.train.config import TrainConfig
+from vitlab.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+
+TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
+              "mlp_dim": 64}
+STEPS = 4  # 64 training images, batch 16
+
+
+# --------------------------------------------------------------------------- tiny data and configs
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    arr = np.asarray(arr, dtype=np.uint8)
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
+
+
+def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> Path:
+    """A learnable Fashion-MNIST in the official gzipped IDX files: class c is a bright band at rows 2c..2c+7."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c:2 * c + 8] += 150
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def write_config(path: Path, data_root: Path, **train) -> Path:
+    """A run config that exercises every source of randomness: dropout, random crop, flip."""
+    cfg = {"model": {**TINY_MODEL, "dropout": 0.1},
+           "data": {"name": "fashion_mnist", "root": str(data_root), "crop_padding": 2, "hflip": True},
+           "train": {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "loggers": [],
+                     "lr": 3e-3, "min_lr": 1e-5, "weight_decay": 0.05, "warmup_epochs": 0.5,
+                     "label_smoothing": 0.1, **train}}
+    import yaml
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """The trainer sets torch's thread count and deterministic mode; other test files must not see them."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_fashion(tmp_path_factory.mktemp("fashion"))
+
+
+def train(config: Path, out: Path, *sets: str) -> int:
+    args = ["train", str(config), "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    return cli.main(args)
+
+
+def resume(out: Path, *sets: str) -> int:
+    args = ["train", "--resume", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    return cli.main(args)
+
+
+def metrics_rows(out: Path) -> list[list[str]]:
+    """metrics.csv rows without the `seconds` column (the only one that may differ between runs)."""
+    lines = (out / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[-1] == "seconds"
+    return [line.split(",")[:-1] for line in lines[1:]]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical weights and optimizer state in last.pt, identical metrics but for the time taken."""
+    ca, cb = checkpoint.load(a / "last.pt"), checkpoint.load(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"]
+    assert ca["model"].keys() == cb["model"].keys()
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), f"{k} differs"
+    for (ka, sa), (kb, sb) in zip(ca["optimizer"]["state"].items(), cb["optimizer"]["state"].items()):
+        assert ka == kb and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in ca["history"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in cb["history"]]
+    assert metrics_rows(a) == metrics_rows(b)
+    assert len(metrics_rows(a)) == ca["epoch"]
+    ba, bb = checkpoint.load(a / "best.pt"), checkpoint.load(b / "best.pt")
+    assert ba["epoch"] == bb["epoch"]
+    for k in ba["model"]:
+        assert torch.equal(ba["model"][k], bb["model"][k]), f"best.pt {k} differs"
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, data_root) -> Path:
+    """The reference: 2 epochs without interruption."""
+    d = tmp_path_factory.mktemp("straight")
+    assert train(write_config(d / "cfg.yaml", data_root), d / "run") == 0
+    return d / "run"
+
+
+# --------------------------------------------------------------------------- exact resume
+
+
+class _Crash(BaseException):
+    """A stand-in for the process dying (not an Exception: nothing may catch it)."""
+
+
+def test_resume_at_epoch_boundary_is_exact(tmp_path, data_root, straight_run, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_plot = engine.plot_curves
+
+    def plot_then_die(path, history):  # the last thing an epoch does: epoch 1's files are all written
+        real_plot(path, history)
+        if len(history) == 1:
+            raise _Crash
+
+    monkeypatch.setattr(engine, "plot_curves", plot_then_die)
+    with pytest.raises(_Crash):
+        train(write_config(tmp_path / "cfg.yaml", data_root), out)
+    monkeypatch.setattr(engine, "plot_curves", real_plot)
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+    assert len(metrics_rows(out)) == 1
+    capsys.readouterr()
+
+    assert resume(out) == 0
+    assert "resuming at epoch 2\n" in capsys.readouterr().out
+    assert_same_run(out, straight_run)
+
+
+def test_kill_right_after_last_checkpoint_keeps_best_checkpoint(tmp_path, data_root, straight_run, monkeypatch):
+    """Dying just after epoch 1's last.pt is written: best.pt of epoch 1 must already be there."""
+    out = tmp_path / "run"
+    real_save = engine.checkpoint.save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "last.pt":
+            raise _Crash
+
+    monkeypatch.setattr(engine.checkpoint, "save", save_then_die)
+    with pytest.raises(_Crash):
+        train(write_config(tmp_path / "cfg.yaml", data_root), out)
+    monkeypatch.undo()
+    assert (out / "best.pt").is_file()  # epoch 1 is always the best so far
+    assert not (out / "metrics.csv").exists()
+    assert resume(out) == 0
+    assert_same_run(out, straight_run)
+
+
+def _signal_after_step(monkeypatch, n: int, sig=signal.SIGINT) -> None:
+    """Deliver a real signal to this process right after the n-th training batch (1-based)."""
+    real_step, calls = engine.Trainer._step, [0]
+
+    def step(self, *args):
+        result = real_step(self, *args)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), sig)
+        return result
+
+    monkeypatch.setattr(engine.Trainer, "_step", step)
+
+
+def test_resume_after_sigint_mid_epoch_is_exact(tmp_path, data_root, straight_run, monkeypatch, capsys):
+    out = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    _signal_after_step(monkeypatch, STEPS + 2)  # epoch 2, step 2 of 4
+    assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
+    err = capsys.readouterr().err
+    assert "stopped by signal SIGINT at epoch 2, step 2" in err and "--resume" in err
+    ckpt = checkpoint.load(out / "last.pt")
+    assert (ckpt["epoch"], ckpt["skip"]) == (1, 2)
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer put the handler back
+    monkeypatch.undo()
+
+    assert resume(out) == 0
+    assert "resuming at epoch 2, step 3" in capsys.readouterr().out
+    assert_same_run(out, straight_run)
+
+
+def test_sigterm_in_first_epoch_then_resume_is_exact(tmp_path, data_root, straight_run, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _signal_after_step(monkeypatch, 1, signal.SIGTERM)
+    assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
+    assert "SIGTERM at epoch 1, step 1" in capsys.readouterr().err
+    assert not (out / "metrics.csv").exists()  # no epoch finished
+    monkeypatch.undo()
+    assert resume(out) == 0
+    assert_same_run(out, straight_run)
+
+
+def test_resume_with_gradient_accumulation_is_exact(tmp_path, data_root, monkeypatch):
+    """An interruption between the two batches of an accumulated step must not lose the first one's gradient."""
+    cfg = write_config(tmp_path / "cfg.yaml", data_root, accum_steps=2)
+    assert train(cfg, tmp_path / "straight") == 0
+    _signal_after_step(monkeypatch, STEPS + 1)  # epoch 2, after the first half of its first optimizer step
+    assert train(cfg, tmp_path / "cut") == 130
+    monkeypatch.undo()
+    assert resume(tmp_path / "cut") == 0
+    assert_same_run(tmp_path / "cut", tmp_path / "straight")
+
+
+# --------------------------------------------------------------------------- atomic checkpoints
+
+
+_BIG_WRITER = textwrap.dedent("""
+    import sys, torch
+    from vitlab.train import checkpoint
+    big = {"model": {"w": torch.ones(64 * 1024 * 1024)}, "tag": "new"}  # 256 MB
+    checkpoint.save(big, sys.argv[1])
+""")
+
+
+def test_sigkill_during_checkpoint_write_keeps_the_old_one(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save({"model": {"w": torch.arange(5.0)}, "tag": "old"}, path)
+    old_bytes = path.read_bytes()
+    child = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(path)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        tmp = None
+        while tmp is None:  # the temporary file exists and has started to fill
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the writer never started"
+            tmp = next((p for p in tmp_path.glob(".last.pt.*.tmp") if p.stat().st_size > 0), None)
+            time.sleep(0.001)
+        child.send_signal(signal.SIGSTOP)  # freeze it mid-write, to look, then kill it
+        assert child.poll() is None
+        assert tmp.exists(), "the write ended before the kill"
+        assert path.read_bytes() == old_bytes
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    ckpt = checkpoint.load(path)
+    assert ckpt["tag"] == "old" and torch.equal(ckpt["model"]["w"], torch.arange(5.0))
+    checkpoint.save({"model": {}, "tag": "next"}, path)  # the leftover temp file is in nobody's way
+    assert checkpoint.load(path)["tag"] == "next"
+
+
+def test_failed_write_keeps_old_file_and_removes_temp(tmp_path):
+    path = tmp_path / "c.pt"
+    checkpoint.save({"model": {"a": torch.ones(2)}}, path)
+
+    def half_then_fail(f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_write(path, half_then_fail)
+    assert torch.equal(checkpoint.load(path)["model"]["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_checkpoint_load_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="checkpoint not found"):
+        checkpoint.load(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        checkpoint.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a vitlab checkpoint"):
+        checkpoint.load(tmp_path / "other.pt")
+
+
+def test_run_files_get_the_usual_permissions(straight_run):
+    mode = (straight_run / "config.yaml").stat().st_mode & 0o777
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png"):
+        assert (straight_run / name).stat().st_mode & 0o777 == mode, name
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def _lrs(schedule: str, epochs=3, steps_per_epoch=5, **kw) -> list[float]:
+    """The learning rate of every optimizer step of a run, as the optimizer sees it."""
+    tc = TrainConfig(epochs=epochs, lr=0.1, schedule=schedule, **kw)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=tc.lr)
+    sched = build_scheduler(opt, tc, steps_per_epoch)
+    lrs = []
+    for _ in range(epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_cosine_warmup_reaches_peak_and_ends_at_min_lr():
+    lrs = _lrs("cosine", warmup_epochs=1, min_lr=1e-3)  # 15 steps, warmup 5
+    assert lrs[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert lrs[4] == pytest.approx(0.1)  # the peak at the warmup's end
+    assert lrs[-1] == pytest.approx(1e-3)  # min_lr at the last step
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lr_factor(0, total=21, warmup=0, schedule="cosine", min_ratio=0.01) == 1.0
+    # half way through the decay: the mean of peak and floor
+    assert lr_factor(10, total=21, warmup=0, schedule="cosine", min_ratio=0.01) == pytest.approx(0.505)
+
+
+def test_linear_schedule_ends_at_zero():
+    lrs = _lrs("linear", warmup_epochs=0.4)  # warmup 2 steps
+    assert lrs[:2] == pytest.approx([0.05, 0.1])
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert lrs[2:] == pytest.approx([0.1 * (1 - t / 12) for t in range(13)])
+
+
+def test_step_and_constant_schedules():
+    lrs = _lrs("step", epochs=4, steps_per_epoch=3, step_epochs=1, step_gamma=0.5)
+    assert lrs == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025] * 3 + [0.0125] * 3)
+    assert lr_factor(59, total=100, warmup=0, schedule="step", steps_per_epoch=2, step_epochs=30) == 1.0
+    assert lr_factor(60, total=100, warmup=0, schedule="step", steps_per_epoch=2, step_epochs=30) == \
+        pytest.approx(0.1)
+    assert _lrs("constant") == pytest.approx([0.1] * 15)
+    with pytest.raises(UserError, match="unknown train.schedule 'cosin'"):
+        _lrs("cosin")
+
+
+def test_trainer_schedule_follows_optimizer_steps(tmp_path, data_root, monkeypatch):
+    """With accumulation the schedule counts optimizer steps: the last one runs at min_lr."""
+    cfg = cfgmod.load(write_config(tmp_path / "cfg.yaml", data_root, accum_steps=3, warmup_epochs=0))
+    t = engine.Trainer(cfg, tmp_path / "run")
+    assert t.steps_per_epoch == 2  # 4 batches, 3 per step: 2 steps
+    seen = []  # the lr of each optimizer step: the scheduler steps right after it
+    real_sched_step = type(t.scheduler).step
+
+    def sched_step(self, *args):
+        seen.append(t.optimizer.param_groups[0]["lr"])
+        return real_sched_step(self, *args)
+
+    monkeypatch.setattr(type(t.scheduler), "step", sched_step)
+    t.fit()
+    assert len(seen) == 4
+    assert seen[0] == pytest.approx(3e-3) and seen[-1] == pytest.approx(1e-5)
+
+
+# --------------------------------------------------------------------------- weight decay, label smoothing
+
+
+def test_no_weight_decay_for_biases_norms_pos_embed_cls_token():
+    model = create_model("vit", **{k: v for k, v in TINY_MODEL.items() if k != "name"}, num_classes=10)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    dn, nn_ = {names[id(p)] for p in decay["params"]}, {names[id(p)] for p in no_decay["params"]}
+    assert dn == {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight",
+                  "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.weight", "head.weight"}
+    assert {"pos_embed", "cls_token", "norm.weight", "norm.bias", "head.bias",
+            "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"} <= nn_
+    assert dn | nn_ == set(names.values()) and not dn & nn_
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.05, optimizer="adamw"))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    with pytest.raises(UserError, match="unknown train.optimizer"):
+        build_optimizer(model, TrainConfig(optimizer="lamb"))
+
+
+class _FixedLogits(nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, x):
+        return self.logits
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_loss_in_the_training_step(tmp_path, data_root, smoothing):
+    cfg = cfgmod.load(write_config(tmp_path / "cfg.yaml", data_root, label_smoothing=smoothing))
+    t = engine.Trainer(cfg, tmp_path / "run")
+    logits = torch.zeros(2, 10)
+    logits[:, 0] = 2.0  # both predict class 0
+    t.net = _FixedLogits(logits)
+    y = torch.tensor([0, 1])
+    loss_sum, correct = t._step(torch.zeros(2, 1, 28, 28), y, 0, 4)
+    lse = math.log(math.exp(2) + 9)
+    # smoothed target: 1 - eps on the label plus eps/10 on every class; -log p_k = lse - logit_k
+    expect = [(1 - smoothing) * (lse - 2) + smoothing * (lse - 0.2),
+              (1 - smoothing) * lse + smoothing * (lse - 0.2)]
+    assert loss_sum == pytest.approx(sum(expect), rel=1e-6)
+    assert correct == 1
+    assert loss_sum / 2 == pytest.approx(F.cross_entropy(logits, y, label_smoothing=smoothing).item(), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- non-finite loss
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_step, calls = engine.Trainer._step, [0]
+
+    def poisoned(self, x, *args):  # from epoch 2 on, the inputs hold an infinity
+        calls[0] += 1
+        if calls[0] > STEPS:
+            x = x.clone()
+            x[:, :, 0, 0] = math.inf
+        return real_step(self, x, *args)
+
+    monkeypatch.setattr(engine.Trainer, "_step", poisoned)
+    assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(r"training stopped: loss became (nan|inf) at epoch 2, step 1;", err)
+    assert f"last good checkpoint is {out / 'last.pt'}" in err
+    last, best = checkpoint.load(out / "last.pt"), checkpoint.load(out / "best.pt")
+    assert last["epoch"] == 1 and len(metrics_rows(out)) == 1
+    for k, v in last["model"].items():
+        assert torch.isfinite(v).all() and torch.equal(v, best["model"][k])
+
+
+def test_huge_lr_stops_in_first_epoch_without_claiming_a_checkpoint(tmp_path, data_root, capsys):
+    out = tmp_path / "run"
+    assert train(write_config(tmp_path / "cfg.yaml", data_root, warmup_epochs=0), out, "train.lr=1e30") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loss became" in err and "epoch 1" in err
+    assert "no checkpoint was written" in err and "lower train.lr" in err
+    assert not (out / "last.pt").exists()
