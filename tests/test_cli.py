@@ -6,10 +6,8 @@ stderr, no traceback, no half-made run folder). Commands run in-process through
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import logging
-import struct
 import subprocess
 import sys
 import textwrap
@@ -22,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+from tiny import TINY_MODEL, make_fashion
 from vitlab import cli
 from vitlab.train import checkpoint
 from vitlab.train import config as cfgmod
@@ -30,36 +29,12 @@ from vitlab.train.engine import model_from_checkpoint
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
-TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
-              "mlp_dim": 64}
 TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5}
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
 
 # --------------------------------------------------------------------------- tiny data
-
-
-def write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, dtype=np.uint8)
-    with gzip.open(path, "wb") as f:
-        f.write(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
-
-
-def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> dict:
-    """A learnable Fashion-MNIST in the official gzipped IDX files: class c is a bright band at rows 2c..2c+7."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c:2 * c + 8] += 150
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-        arrays[prefix] = images.astype(np.uint8), labels
-    return arrays
 
 
 def make_imagefolder(root: Path, per_class: int = 8, val_per_class: int = 4) -> Path:
@@ -77,15 +52,6 @@ def make_imagefolder(root: Path, per_class: int = 8, val_per_class: int = 4) -> 
 def write_config(path: Path, data: dict, model: dict | None = None, **train) -> Path:
     path.write_text(yaml.safe_dump({"model": model or TINY_MODEL, "data": data, "train": {**TRAIN, **train}}))
     return path
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """The trainer sets torch's thread count and deterministic mode; other test files must not see them."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
 
 
 @pytest.fixture(scope="module")
@@ -410,6 +376,21 @@ def test_resume_a_folder_without_a_run(tmp_path, capsys):
     assert "holds no run to resume" in fails(capsys, "train", "--resume", tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_resume_refuses_to_change_what_is_trained(run, capsys):
+    before = (run / "config.yaml").read_text()
+    err = fails(capsys, "train", "--resume", run, "--set", "train.lr=0.5")
+    assert "train.lr cannot change when resuming" in err and "train.device" in err
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_lr_column_is_the_rate_of_the_epochs_last_step(run):
+    rows = read_metrics(run)
+    cfg = cfgmod.load(run / "config.yaml")
+    # the last optimizer step of the run is the last step of the cosine schedule: min_lr
+    assert float(rows[-1]["lr"]) == pytest.approx(cfg.train.min_lr, rel=1e-4, abs=1e-12)
+    assert float(rows[0]["lr"]) > float(rows[-1]["lr"])
 
 
 def test_resume_from_weights_only_checkpoint(run, tmp_path, capsys):

@@ -5,12 +5,10 @@ real IDX format and a ViT of 11k parameters (each run takes about a second)."""
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vitlab.train.engine as engine
+from tiny import TINY_MODEL, make_fashion
 from vitlab import cli, create_model
 from vitlab.errors import UserError
 from vitlab.train import checkpoint
@@ -34,32 +33,10 @@ from vitlab.train.optim import build_optimizer, build_scheduler, lr_factor, para
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
-TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
-              "mlp_dim": 64}
 STEPS = 4  # 64 training images, batch 16
 
 
 # --------------------------------------------------------------------------- tiny data and configs
-
-
-def write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, dtype=np.uint8)
-    with gzip.open(path, "wb") as f:
-        f.write(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
-
-
-def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> Path:
-    """A learnable Fashion-MNIST in the official gzipped IDX files: class c is a bright band at rows 2c..2c+7."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c:2 * c + 8] += 150
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
 
 
 def write_config(path: Path, data_root: Path, **train) -> Path:
@@ -74,18 +51,11 @@ def write_config(path: Path, data_root: Path, **train) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """The trainer sets torch's thread count and deterministic mode; other test files must not see them."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    return make_fashion(tmp_path_factory.mktemp("fashion"))
+    root = tmp_path_factory.mktemp("fashion")
+    make_fashion(root)
+    return root
 
 
 def train(config: Path, out: Path, *sets: str) -> int:

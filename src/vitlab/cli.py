@@ -16,6 +16,9 @@ from pathlib import Path
 
 from .errors import UserError
 
+# Keys that --resume may change: where things run and how they are shown, not what is trained.
+RESUME_KEYS = {"train.device", "train.threads", "train.progress", "train.loggers", "data.root",
+               "data.num_workers", "train.eval_batch_size"}
 MACS_NOTE = "multiply-accumulates of one forward pass at batch 1, attention matmuls included"
 
 
@@ -30,6 +33,10 @@ def _cmd_train(a) -> int:
         if not (out / "last.pt").is_file() or not (out / "config.yaml").is_file():
             raise UserError(f"{out} holds no run to resume (no last.pt and config.yaml); "
                             "start one with `vitlab train CONFIG`")
+        for item in a.set:  # the optimizer and schedule state come from last.pt: only these may change
+            if item.split("=", 1)[0].strip() not in RESUME_KEYS:
+                raise UserError(f"--set {item.split('=', 1)[0]} cannot change when resuming; "
+                                f"allowed: {', '.join(sorted(RESUME_KEYS))}")
         cfg = cfgmod.load(out / "config.yaml", a.set)
     else:
         if not a.config:
@@ -149,9 +156,16 @@ def _cmd_flops(a) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vitlab", description="Vision Transformers: train, evaluate, analyse.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _Parser(prog="vitlab", description="Vision Transformers: train, evaluate, analyse.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a YAML config, or resume a run")
     t.add_argument("config", nargs="?", help="YAML config (see configs/)")

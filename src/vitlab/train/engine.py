@@ -220,8 +220,11 @@ class Trainer:
             self._restore(checkpoint.load(self.out / "last.pt", map_location=self.device))
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):  # left by a process killed while writing a file
+                stale.unlink(missing_ok=True)
             config_mod.save(cfg, self.out / "config.yaml")
         self.stop_signal = None
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
 
     # -- data ------------------------------------------------------------------------------------
     def _batches(self, epoch: int, train: bool, skip: int = 0):
@@ -327,7 +330,7 @@ class Trainer:
                                           f"{epoch + 1}, step {i + 1}; last.pt saved, resume with "
                                           f"`vitlab train --resume {self.out}`")
                 bar.close()
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = self.last_lr
                 loss_n, correct_n, n = self.dist.sum(sums, self.device)
                 val_loss, val_acc, _ = self.evaluate()
                 self.epoch, self.skip, self.partial = epoch + 1, 0, None
@@ -376,6 +379,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used, for the log
             self.scheduler.step()
         with torch.no_grad():
             correct = (logits.argmax(-1) == hard).sum()

