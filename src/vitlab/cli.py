@@ -60,6 +60,10 @@ def _cmd_train(a) -> int:
                   flush=True)
     try:
         s = trainer.fit()
+        if trainer.dist.world > 1:  # let every rank finish before the process group goes away
+            import torch.distributed as dist
+            dist.barrier()
+            dist.destroy_process_group()
     except UserError:
         # bad input found during training (a corrupt image file read at its item): leave nothing
         # half-written, i.e. remove the run folder this command made if no checkpoint was written
