@@ -1,5 +1,7 @@
 """The ViT model: golden parameter counts, shapes, attention maps, overfitting."""
 
+import math
+
 import pytest
 import torch
 
@@ -125,14 +127,38 @@ def test_reset_classifier_zero_head():
     assert torch.count_nonzero(m.head.weight) == 0 and torch.count_nonzero(m.head.bias) == 0
 
 
-def test_init_statistics():
-    m = small(embed_dim=384, num_heads=6, mlp_dim=1536, depth=1)
+def test_init_statistics_timm():
+    m = small(embed_dim=384, num_heads=6, mlp_dim=1536, depth=1, weight_init="timm")
     w = m.blocks[0].mlp.fc1.weight
     # normal std .02 cut at 2 std: the std of the cut distribution is 0.88 x .02
     assert abs(w.std().item() - 0.0176) < 0.001 and w.abs().max() <= 0.04 + 1e-6
     assert abs(m.pos_embed.std().item() - 0.02) < 0.002
     assert torch.count_nonzero(m.cls_token) == 0
     assert torch.count_nonzero(m.blocks[0].attn.qkv.bias) == 0
+    assert abs(m.head.weight.std().item() - 0.0176) < 0.002
+
+
+def test_init_statistics_jax():
+    """The official code's scheme: Xavier-uniform dense layers (q, k, v as separate
+    D x D matrices), LeCun-normal patch embedding, tiny MLP biases, zero head."""
+    torch.manual_seed(0)
+    m = small(embed_dim=384, num_heads=6, mlp_dim=1536, depth=1)  # 'jax' is the default
+    b = m.blocks[0]
+    fc1 = b.mlp.fc1.weight  # Xavier uniform: std sqrt(2 / (fan_in + fan_out)), bound sqrt(3) x std
+    assert abs(fc1.std().item() - math.sqrt(2 / (384 + 1536))) < 0.001
+    assert fc1.abs().max() <= math.sqrt(6 / (384 + 1536)) + 1e-6
+    qkv = b.attn.qkv.weight  # each of q, k, v is a 384 x 384 Xavier matrix
+    assert abs(qkv.std().item() - math.sqrt(2 / (384 + 384))) < 0.001
+    pe = m.patch_embed.proj.weight  # LeCun normal: std sqrt(1 / fan_in), cut at 2 std
+    fan_in = pe[0].numel()
+    assert abs(pe.std().item() - math.sqrt(1 / fan_in)) < 0.05 * math.sqrt(1 / fan_in)
+    assert pe.abs().max() <= 2 * math.sqrt(1 / fan_in) / 0.8796 + 1e-6
+    assert 0 < b.mlp.fc1.bias.abs().max() < 1e-5 and torch.count_nonzero(b.attn.qkv.bias) == 0
+    assert torch.count_nonzero(m.head.weight) == 0 and torch.count_nonzero(m.head.bias) == 0
+    assert abs(m.pos_embed.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(m.cls_token) == 0
+    with pytest.raises(ValueError, match="weight_init"):
+        small(weight_init="xavier")
 
 
 def test_no_weight_decay_names():
@@ -193,10 +219,10 @@ def test_overfits_one_batch():
 def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
     m = small(drop_path=0.5, dropout=0.1)
     x = torch.randn(4, 3, 32, 32)
-    m.eval()
-    assert torch.equal(m(x), m(x))
+    m.eval()  # features, not logits: the head starts at zero
+    assert torch.equal(m.forward_features(x), m.forward_features(x))
     m.train()
     torch.manual_seed(0)
-    a = m(x)
+    a = m.forward_features(x)
     torch.manual_seed(1)
-    assert not torch.allclose(a, m(x))
+    assert not torch.allclose(a, m.forward_features(x))

@@ -109,7 +109,13 @@ class PatchEmbed(nn.Module):
         h, w = x.shape[-2:]
         if h % self.patch_size[0] or w % self.patch_size[1]:
             raise ValueError(f"input size {(h, w)} is not divisible by patch size {self.patch_size}")
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, gh, gw) -> (B, N, D)
+        # kernel = stride = patch, so the conv is a matrix product of the flattened
+        # patches with the flattened kernel: the same numbers, but on the CPU the
+        # product (and its backward) is several times faster than the conv kernel.
+        b, c = x.shape[:2]
+        (ph, pw), gh, gw = self.patch_size, h // self.patch_size[0], w // self.patch_size[1]
+        x = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * ph * pw)
+        return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)  # (B, N, D)
 
 
 class Attention(nn.Module):
@@ -221,17 +227,19 @@ class VisionTransformer(nn.Module):
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
                  pool: str = "cls", pos_embed: str = "learned", dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 representation_size: int | None = None):
+                 representation_size: int | None = None, weight_init: str = "jax"):
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"pool must be 'cls' or 'avg', got {pool!r}")
         if pos_embed not in ("learned", "sincos"):
             raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {pos_embed!r}")
+        if weight_init not in ("jax", "timm"):
+            raise ValueError(f"weight_init must be 'jax' or 'timm', got {weight_init!r}")
         self.config = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                            num_classes=num_classes, embed_dim=embed_dim, depth=depth,
                            num_heads=num_heads, mlp_dim=mlp_dim, pool=pool, pos_embed=pos_embed,
                            dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path,
-                           representation_size=representation_size)
+                           representation_size=representation_size, weight_init=weight_init)
         self.num_classes = num_classes
         self.embed_dim = self.num_features = embed_dim
         self.pool = pool
@@ -261,22 +269,40 @@ class VisionTransformer(nn.Module):
         else:
             self.pre_logits = nn.Identity()
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        self.init_weights(weight_init)
 
     # -- initialisation -------------------------------------------------------------------------
-    def init_weights(self) -> None:
-        """Truncated normal (std .02, cut at 2 std) for linear and patch-embedding weights,
-        zero biases, LayerNorm (1, 0); position embedding normal std .02 and a
-        zero class token, as the official code. ``zero_head()`` is applied by
-        ``vitlab.load_pretrained`` when a new head is made for fine-tuning."""
-        for m in self.modules():
+    def init_weights(self, mode: str = "jax") -> None:
+        """Initialise every parameter.
+
+        'jax' is the official code's scheme (google-research/vision_transformer):
+        Xavier-uniform dense layers (q, k and v each as a D x D matrix), LeCun-normal
+        patch embedding, MLP biases normal(1e-6), other biases zero, a zero head,
+        position embedding normal(.02), zero class token. 'timm' is timm's default:
+        truncated normal(.02) for every linear and patch-embedding weight, zero biases.
+        LayerNorms start at (1, 0) in both. ``zero_head()`` is applied by
+        ``vitlab.load_pretrained`` when a new head is made for fine-tuning.
+        """
+        for name, m in self.named_modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
-                trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+                if mode == "timm":
+                    trunc_normal_(m.weight, std=0.02)
+                elif isinstance(m, nn.Conv2d):  # LeCun normal, truncated at 2 std
+                    trunc_normal_(m.weight, std=math.sqrt(1.0 / m.weight[0].numel()) / 0.87962566103423978)
+                elif name.endswith("attn.qkv"):
+                    bound = math.sqrt(6.0 / (m.in_features + m.out_features // 3))
+                    nn.init.uniform_(m.weight, -bound, bound)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
+                    if ".mlp." in name and m.bias is not None:
+                        nn.init.normal_(m.bias, std=1e-6)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if mode == "jax":
+            self.zero_head()
         if self.pos_embed is not None:
             nn.init.normal_(self.pos_embed, std=0.02)
 

@@ -34,6 +34,7 @@ class ModelConfig:
     mlp_dim: int | None = None
     pool: str | None = None  # 'cls' | 'avg'
     pos_embed: str | None = None  # 'learned' | 'sincos'
+    weight_init: str | None = None  # 'jax' (the official code's, the default) | 'timm'
     representation_size: int | None = None
     dropout: float = 0.0  # embeddings, MLP and attention output
     attn_dropout: float = 0.0  # attention weights
