@@ -46,9 +46,9 @@ register("vit_tiny_imagenet_b23", VisionTransformer,
          "Tiny-ImageNet ViT: 8 layers, width 512, MLP 2048, 8 heads, patch 16, 64 px",
          img_size=64, patch_size=16, num_classes=200, embed_dim=512, depth=8, num_heads=8, mlp_dim=2048)
 register("vit_mnist", VisionTransformer,
-         "MNIST/Fashion-MNIST ViT: 4 layers, width 128, MLP 256, 4 heads, patch 7, 28 px, 1 channel",
-         img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=128, depth=4, num_heads=4,
-         mlp_dim=256)
+         "MNIST/Fashion-MNIST ViT: 6 layers, width 64, MLP 128, 2 heads, patch 7, 28 px, 1 channel",
+         img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=64, depth=6, num_heads=2,
+         mlp_dim=128)
 
 
 def list_models() -> list[str]:
