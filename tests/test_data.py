@@ -160,6 +160,20 @@ def test_idx_dataset(tmp_path, name, gz):
     assert torch.allclose(x, expected, atol=1e-6)
 
 
+def test_mean_std_override(tmp_path):
+    make_cifar10_python(tmp_path)
+    # one value stands for every channel; the eval transform and the info (stored in checkpoints) use it
+    _, val, info = build_datasets(cfg(name="cifar10", root=str(tmp_path), mean=[0.5], std=[0.5]), seed=0)
+    assert info.mean == info.std == (0.5, 0.5, 0.5)
+    assert torch.allclose(val[0][0], val.images[0].float() / 255 * 2 - 1, atol=1e-6)
+    _, _, info = build_datasets(cfg(name="cifar10", root=str(tmp_path), mean=[0.1, 0.2, 0.3]), seed=0)
+    assert info.mean == (0.1, 0.2, 0.3) and info.std == DATASETS["cifar10"].std
+    for bad in (dict(mean=[0.5, 0.5]), dict(std=[0.5, 0.0, 0.5])):
+        with pytest.raises(UserError, match=f"data.{next(iter(bad))} must be one value or one per channel") as e:
+            build_datasets(cfg(name="cifar10", root=str(tmp_path), **bad), seed=0)
+        one_line(e)
+
+
 def test_idx_in_torchvision_layout(tmp_path):
     make_idx(tmp_path / "FashionMNIST" / "raw")
     train, _, _ = build_datasets(cfg(name="fashion_mnist", root=str(tmp_path)), seed=0)

@@ -596,6 +596,11 @@ def _check(cfg: DataConfig) -> str:
         raise UserError(f"data.val_fraction must lie between 0 and 1 (exclusive), got {cfg.val_fraction}")
     if cfg.num_workers < 0:
         raise UserError(f"data.num_workers must be 0 or more, got {cfg.num_workers}")
+    for key in ("mean", "std"):
+        v = getattr(cfg, key)
+        if v is not None and (len(v) not in (1, DATASETS[name].in_chans) or (key == "std" and min(v) <= 0)):
+            raise UserError(f"data.{key} must be one value or one per channel"
+                            f"{' (all above 0)' if key == 'std' else ''}, got {list(v)}")
     check_transform_options(cfg)
     return name
 
@@ -672,8 +677,11 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Datase
     val = _subset(found.val, cfg.val_subset, cfg.subset_mode, seed, "val_subset")
     if found.materialise:
         train, val = train.load_into_memory(), val.load_into_memory()
-    info = DatasetInfo(name=name, num_classes=len(found.classes), in_chans=spec.in_chans,
-                       img_size=found.img_size, mean=spec.mean, std=spec.std, classes=list(found.classes))
+    c = spec.in_chans
+    mean = spec.mean if cfg.mean is None else tuple(float(m) for m in cfg.mean) * (c if len(cfg.mean) == 1 else 1)
+    std = spec.std if cfg.std is None else tuple(float(s) for s in cfg.std) * (c if len(cfg.std) == 1 else 1)
+    info = DatasetInfo(name=name, num_classes=len(found.classes), in_chans=c,
+                       img_size=found.img_size, mean=mean, std=std, classes=list(found.classes))
     train.transform = build_train_transform(cfg, info, found.fixed_size)
     val.transform = dataset_eval_transform(cfg, info, found.fixed_size)
     return train, val, info
