@@ -83,23 +83,23 @@ class Loggers:
             self.neptune["config"] = config
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.tb:
+        if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
-        if self.wandb:
+        if self.wandb is not None:
             self.wandb.log(values, step=step)
-        if self.mlflow:
+        if self.mlflow is not None:
             self.mlflow.log_metrics(values, step=step)
-        if self.neptune:
+        if self.neptune is not None:
             for k, v in values.items():
                 self.neptune[k].append(v, step=step)
 
     def close(self) -> None:
-        if self.tb:
+        if self.tb is not None:
             self.tb.close()
-        if self.wandb:
+        if self.wandb is not None:
             self.wandb.finish()
-        if self.mlflow:
+        if self.mlflow is not None:
             self.mlflow.end_run()
-        if self.neptune:
+        if self.neptune is not None:
             self.neptune.stop()
