@@ -198,6 +198,22 @@ def test_sigterm_in_first_epoch_then_resume_is_exact(tmp_path, data_root, straig
     assert_same_run(out, straight_run)
 
 
+def test_per_image_transforms_do_not_depend_on_workers_or_resume(tmp_path, data_root, monkeypatch, capsys):
+    """Random erasing forces the DataLoader path with per-image transforms: a run with 2 worker
+    processes, interrupted in the middle of epoch 2 and resumed, ends as the straight run
+    with none."""
+    sets = ("data.random_erasing=0.5",)
+    straight = tmp_path / "straight"
+    assert train(write_config(tmp_path / "a.yaml", data_root), straight, *sets) == 0
+    out = tmp_path / "run"
+    _signal_after_step(monkeypatch, STEPS + 2)
+    assert train(write_config(tmp_path / "b.yaml", data_root), out, *sets, "data.num_workers=2") == 130
+    monkeypatch.undo()
+    assert resume(out) == 0
+    assert "resuming at epoch 2, step 3" in capsys.readouterr().out
+    assert_same_run(out, straight)
+
+
 def test_resume_with_gradient_accumulation_is_exact(tmp_path, data_root, monkeypatch):
     """An interruption between the two batches of an accumulated step must not lose the first one's gradient."""
     cfg = write_config(tmp_path / "cfg.yaml", data_root, accum_steps=2)

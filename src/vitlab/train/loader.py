@@ -11,7 +11,9 @@ Two paths:
   whole batch at a time on tensors, on the training device (``TensorBatches``);
   on a small CPU this is many times faster than per-image transforms;
 - every other dataset goes through a ``DataLoader`` with its per-image
-  torchvision transforms.
+  torchvision transforms, each image's randomness seeded with (seed, epoch,
+  index), so that neither the number of worker processes nor a resume in the
+  middle of an epoch changes what an image becomes.
 """
 
 from __future__ import annotations
@@ -106,6 +108,28 @@ class _DeviceLoader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
+class _SeededItems(Dataset):
+    """Each item's random transforms drawn from a generator seeded with
+    (seed, epoch, index): the same augmentation whichever worker process loads
+    the item and wherever the epoch was resumed. The caller's torch RNG state
+    is left as it was."""
+
+    def __init__(self, ds: Dataset, seed: int, epoch: int):
+        self.ds, self.base = ds, (seed * 1_000_003 + epoch) * 1_000_000_007
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        g = torch.default_generator  # the CPU generator the transforms draw from
+        state = g.get_state()  # (torch.manual_seed would also visit every accelerator: 50x slower)
+        g.manual_seed((self.base + int(i)) % (1 << 63))
+        try:
+            return self.ds[i]
+        finally:
+            g.set_state(state)
+
+
 def make_batches(ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, device, seed: int,
                  epoch: int, rank: int = 0, world: int = 1, skip: int = 0, num_workers: int = 0):
     """An iterable of (images, labels) batches on ``device`` for one epoch."""
@@ -115,7 +139,7 @@ def make_batches(ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, d
     g = epoch_generator(seed, epoch)
     order = torch.randperm(len(ds), generator=g) if train else torch.arange(len(ds))
     order = order[rank::world][skip * batch_size:].tolist()
-    loader = DataLoader(ds, batch_size=batch_size, sampler=order, num_workers=num_workers,
-                        generator=g, pin_memory=torch.device(device).type == "cuda",
+    loader = DataLoader(_SeededItems(ds, seed, epoch) if train else ds, batch_size=batch_size, sampler=order,
+                        num_workers=num_workers, generator=g, pin_memory=torch.device(device).type == "cuda",
                         persistent_workers=False)
     return _DeviceLoader(loader, device)
