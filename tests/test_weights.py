@@ -210,6 +210,26 @@ def test_head_reset_when_class_count_differs(caplog):
     assert torch.equal(same.head.weight, src.head.weight)
 
 
+def test_rgb_weights_into_grey_and_other_channel_counts(caplog):
+    kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
+    src = _jitter(_vit(**kw))
+    grey = _vit(in_chans=1, **kw)
+    with caplog.at_level(logging.INFO, logger="vitlab.weights"):
+        load_pretrained(grey, src.state_dict())
+    assert "from 3 to 1 input channels" in caplog.text
+    # a grey image is an RGB image with equal channels: both models give the same logits
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(grey(x), src(x.expand(-1, 3, -1, -1)), atol=TOL)
+    # more channels: the filters repeat cyclically, scaled by 3/4
+    four = load_pretrained(_vit(in_chans=4, **kw), src.state_dict())
+    w3, w4 = src.patch_embed.proj.weight, four.patch_embed.proj.weight
+    assert torch.allclose(w4, torch.cat([w3, w3[:, :1]], dim=1) * 0.75)
+    for k, v in src.state_dict().items():
+        if k != "patch_embed.proj.weight":
+            assert torch.equal(four.state_dict()[k], v), k
+
+
 def test_representation_layer_dropped_with_head(caplog):
     kw = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
     src = _jitter(_vit(representation_size=32, **kw))

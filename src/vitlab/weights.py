@@ -49,6 +49,10 @@ with the ``logging`` module, logger ``vitlab.weights``):
 - Head: a head whose class count differs from the model's is not loaded; the
   model keeps a zero-initialised head (``model.zero_head()``), the paper's
   fine-tuning rule. So does a model loaded from a checkpoint without a head.
+- Input channels: patch-embedding filters for another number of input
+  channels are adapted: summed over the colour channels for a one-channel
+  model (grey images such as Fashion-MNIST), repeated cyclically and rescaled
+  otherwise (as timm's ``adapt_input_conv``).
 - Representation layer: a ``pre_logits`` layer absent from the model is
   dropped, and the head trained on top of it is zero-initialised too.
 - Any other tensor whose shape differs raises ``UserError`` naming the key and
@@ -448,6 +452,12 @@ def _fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
                 plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_cls, meta, interpolation)
             else:
                 unexpected.append(f"{src} (the model uses fixed sin-cos position embeddings)")
+        if "patch_embed.proj.weight" in mapped and "patch_embed.proj.weight" in target:
+            w, src = mapped["patch_embed.proj.weight"]
+            want = target["patch_embed.proj.weight"].shape
+            if w.ndim == 4 and w.shape[1] != want[1] and (w.shape[0], *w.shape[2:]) == (want[0], *want[2:]):
+                mapped["patch_embed.proj.weight"] = (_adapt_in_chans(w, want[1]), src)
+                log.info("patch embedding adapted from %d to %d input channels", w.shape[1], want[1])
         if "pre_logits.fc.weight" in mapped and "pre_logits.fc.weight" not in target:
             mapped.pop("pre_logits.fc.weight")
             mapped.pop("pre_logits.fc.bias", None)
@@ -504,6 +514,17 @@ def _fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
                 for k in ("head.weight", "head.bias"):
                     model.get_parameter(k).zero_()
     log.info("loaded %d tensors from %s (%s layout)", len(plan), origin, layout)
+
+
+def _adapt_in_chans(w: Tensor, chans: int) -> Tensor:
+    """Patch-embedding filters (D, C, p, p) for ``chans`` input channels. To
+    one channel: the sum over the colour channels, so that a grey image (equal
+    channels) gives the response the RGB filters gave it. Otherwise the
+    channels repeat cyclically, scaled by C / chans to keep the response size."""
+    c = w.shape[1]
+    if chans == 1:
+        return w.sum(dim=1, keepdim=True)
+    return w.repeat(1, -(-chans // c), 1, 1)[:, :chans] * (c / chans)
 
 
 def _few(names: list[str], n: int = 4) -> str:
