@@ -235,6 +235,34 @@ def test_cifar10_root_may_be_the_batches_folder(tmp_path):
     assert len(train) == 20
 
 
+class _Opens:
+    """Unpickling this would create a file (a stand-in for any code a pickle can run)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_unpickle_arrays_but_never_run_code(tmp_path, protocol):
+    batches = make_cifar10_python(tmp_path)
+    d = tmp_path / "cifar-10-batches-py"
+    for name, (data, labels) in batches.items():  # the official archive was pickled by Python 2 (protocol 2)
+        with open(d / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f, protocol=protocol)
+    train, _, _ = build_datasets(cfg(name="cifar10", root=str(tmp_path)), seed=0)
+    assert torch.equal(train.images[:4].reshape(4, -1), torch.from_numpy(batches["data_batch_1"][0]))
+    marker = tmp_path / "ran"
+    write_pickle(d / "data_batch_2", {"data": np.zeros((4, 3072), np.uint8), "labels": [0] * 4,
+                                      "x": _Opens(marker)})
+    with pytest.raises(UserError, match=r"data_batch_2: refused to load (builtins|io)\.open") as e:
+        build_datasets(cfg(name="cifar10", root=str(tmp_path)), seed=0)
+    one_line(e)
+    assert not marker.exists()
+
+
 def test_cifar100_python(tmp_path):
     make_cifar100_python(tmp_path)
     train, val, info = build_datasets(cfg(name="cifar100", root=str(tmp_path)), seed=0)

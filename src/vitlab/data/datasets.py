@@ -32,8 +32,10 @@ built (about 5 s for 60,000 images on 2 CPU cores; only the subset when one
 is asked for). Tiny ImageNet and image folders are read from disk per item
 (``ImageFileDataset``, ``.paths`` and ``.targets``). The CIFAR batches are
 unpickled here rather than through ``torchvision.datasets.CIFAR10``, whose
-per-file md5 check rejects anything but the exact official files; downloads
-use torchvision's utilities and check the archive's md5.
+per-file md5 check rejects anything but the exact official files; they are
+read by an unpickler that admits numpy arrays and plain containers only (no
+code runs from a batch file). Downloads use torchvision's utilities and check
+the archive's md5.
 
 Labels: CIFAR and IDX as stored; Tiny ImageNet by sorted wnid (as ImageFolder
 would), named by the first name in words.txt; image folders by sorted folder
@@ -183,10 +185,25 @@ class _Found:
     materialise: bool = False  # decode the files into memory after subsetting
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays, nothing else: a CIFAR batch
+    file cannot make the reader run code."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+    ALLOWED |= {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays and plain "
+                                         "containers are expected")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return _ArrayUnpickler(f, encoding="latin1").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
         raise UserError(f"cannot read {path}: {e} (a corrupt file of the CIFAR python archive; "
                         "delete the folder and fetch it again)") from None
