@@ -379,6 +379,29 @@ def test_no_weight_decay_for_biases_norms_pos_embed_cls_token():
         build_optimizer(model, TrainConfig(optimizer="lamb"))
 
 
+def test_bf16_autocast_on_the_cpu(tmp_path, data_root, monkeypatch):
+    """train.amp=bf16 runs the forward in bfloat16 (on the CPU too) while the weights, the
+    optimizer state and the checkpoints stay float32; fp16 is refused off CUDA."""
+    seen = []
+    build = engine.build_model
+
+    def build_with_probe(cfg, info):
+        model = build(cfg, info)
+        model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        return model
+
+    monkeypatch.setattr(engine, "build_model", build_with_probe)
+    out = tmp_path / "run"
+    assert train(write_config(tmp_path / "cfg.yaml", data_root, epochs=1), out, "train.amp=bf16") == 0
+    assert seen and set(seen) == {torch.bfloat16}
+    ckpt = checkpoint.load(out / "last.pt")
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
+    row = ckpt["history"][0]
+    assert math.isfinite(row["train_loss"]) and 0.0 <= row["val_acc"] <= 1.0
+    assert train(write_config(tmp_path / "cfg.yaml", data_root), tmp_path / "fp16", "train.amp=fp16") == 2
+    assert not (tmp_path / "fp16").exists()
+
+
 class _FixedLogits(nn.Module):
     def __init__(self, logits: torch.Tensor):
         super().__init__()
