@@ -182,11 +182,13 @@ def test_predict_text_and_top_k(run, fashion, tmp_path, capsys):
 
 def test_resume_of_a_finished_run_does_nothing_more(run, capsys):
     before = checkpoint.load(run / "last.pt")["model"]
-    assert cli.main(["train", "--resume", str(run), "--set", "train.loggers=[]"]) == 0
-    assert "resuming at epoch 3" in capsys.readouterr().out
+    files = sorted(p.name for p in run.iterdir())
+    assert cli.main(["train", "--resume", str(run)]) == 0
+    assert f"the run in {run} has finished its 2 epochs: nothing to resume" in capsys.readouterr().out
     after = checkpoint.load(run / "last.pt")["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(read_metrics(run)) == 2
+    assert sorted(p.name for p in run.iterdir()) == files  # no second TensorBoard file
 
 
 # --------------------------------------------------------------------------- a run killed with SIGKILL
@@ -317,6 +319,8 @@ def test_unreadable_yaml(tmp_path, capsys):
     binary.write_bytes(b"\xff\xfe\x00\x81 not text")
     assert f"cannot read config {binary}" in fails(capsys, "train", binary, "--out", tmp_path / "run")
     assert "config file not found" in fails(capsys, "train", tmp_path / "none.yaml")
+    assert fails(capsys, "train", tmp_path) == \
+        f"vitlab: error: {tmp_path} is a folder; give a YAML config file (see configs/)"
     assert not (tmp_path / "run").exists()
 
 
@@ -351,9 +355,13 @@ def test_truncated_image_found_during_training(tmp_path, capsys, workers):
     bad.write_bytes(bad.read_bytes()[:60])  # a valid PNG header, then nothing
     cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root), "num_workers": workers},
                        batch_size=8)
-    err = fails(capsys, "train", cfg, "--out", tmp_path / "run", quiet=False)  # after the "model ..." line
-    assert f"cannot read image {bad}" in err
-    assert not (tmp_path / "run").exists()
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    for out, gone in ((tmp_path / "run", tmp_path / "run"), (tmp_path / "new" / "run", tmp_path / "new"),
+                      (tmp_path / "runs" / "run", tmp_path / "runs" / "run")):
+        err = fails(capsys, "train", cfg, "--out", out, quiet=False)  # after the "model ..." line
+        assert f"cannot read image {bad}" in err
+        assert not gone.exists()  # with the parent folders the run made
+    assert (tmp_path / "runs" / "other").is_dir()  # but not those that were there
 
 
 def test_non_image_files_are_skipped_with_a_warning(tmp_path, capsys, caplog):
@@ -409,6 +417,31 @@ def test_train_into_a_finished_run_or_a_file(run, config, tmp_path, capsys):
     assert "not both" in fails(capsys, "train", config, "--resume", run)
 
 
+def test_eval_uses_the_whole_split_not_the_runs_val_subset(tmp_path, fashion, capsys):
+    out = tmp_path / "quick"
+    config = write_config(tmp_path / "q.yaml", {"name": "fashion_mnist", "root": str(fashion[0]), "val_subset": 8},
+                          epochs=1)
+    assert cli.main(["train", str(config), "--out", str(out)]) == 0
+    assert read_metrics(out)[0]["val_acc"]  # validated on 8 images during training
+    capsys.readouterr()
+    assert cli.main(["eval", str(out / "last.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 32  # all of the test split
+    assert cli.main(["eval", str(out / "last.pt"), "--json", "--set", "data.val_subset=12"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12
+    err = fails(capsys, "eval", out / "last.pt", "--set", "train.epochs=3")
+    assert err == "vitlab: error: eval takes data.* settings only, got 'train.epochs'"
+
+
+def test_flops_command(capsys):
+    assert cli.main(["flops", "vit_b16"]) == 0
+    assert capsys.readouterr().out.startswith("vit_b16 at 3x224x224: 86,567,656 parameters, 17.56 GMACs")
+    assert cli.main(["flops", "vit_mnist", "--img-size", "56"]) == 0
+    # 48 more patches than at 28 px, a 64-wide position embedding each
+    assert capsys.readouterr().out.startswith(f"vit_mnist at 1x56x56: {205_962 + 48 * 64:,} parameters")
+    assert fails(capsys, "flops", "vit_b16", "--img-size", "0") == "vitlab: error: --img-size must be 1 or more, got 0"
+    assert "unknown model 'vit_b61'" in fails(capsys, "flops", "vit_b61")
+
+
 def test_eval_and_predict_a_missing_checkpoint(tmp_path, capsys):
     img = tmp_path / "x.png"
     Image.new("L", (28, 28)).save(img)
@@ -421,7 +454,7 @@ def test_eval_and_predict_a_missing_checkpoint(tmp_path, capsys):
 def test_eval_a_corrupt_checkpoint(tmp_path, run, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes((run / "best.pt").read_bytes()[:1000])  # cut short
-    assert f"cannot read checkpoint {bad}" in fails(capsys, "eval", bad)
+    assert f"cannot read checkpoint {bad}: not a complete PyTorch checkpoint" in fails(capsys, "eval", bad)
     assert f"cannot read checkpoint {bad}" in fails(capsys, "predict", bad, bad)
 
 

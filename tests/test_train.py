@@ -176,7 +176,7 @@ def test_resume_after_sigint_mid_epoch_is_exact(tmp_path, data_root, straight_ru
     _signal_after_step(monkeypatch, STEPS + 2)  # epoch 2, step 2 of 4
     assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
     err = capsys.readouterr().err
-    assert "stopped by signal SIGINT at epoch 2, step 2" in err and "--resume" in err
+    assert "stopped by signal SIGINT after step 2 of epoch 2" in err and "--resume" in err
     ckpt = checkpoint.load(out / "last.pt")
     assert (ckpt["epoch"], ckpt["skip"]) == (1, 2)
     assert signal.getsignal(signal.SIGINT) is handler  # the trainer put the handler back
@@ -191,7 +191,7 @@ def test_sigterm_in_first_epoch_then_resume_is_exact(tmp_path, data_root, straig
     out = tmp_path / "run"
     _signal_after_step(monkeypatch, 1, signal.SIGTERM)
     assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
-    assert "SIGTERM at epoch 1, step 1" in capsys.readouterr().err
+    assert "SIGTERM after step 1 of epoch 1" in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()  # no epoch finished
     monkeypatch.undo()
     assert resume(out) == 0

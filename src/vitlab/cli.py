@@ -49,7 +49,13 @@ def _cmd_train(a) -> int:
             raise UserError(f"{out} already holds a run; continue it with `vitlab train --resume {out}` "
                             "or choose another --out")
     created = not out.exists()
+    new_dirs = [d for d in (out, *out.parents) if not d.exists()]  # made by this run, innermost first
     trainer = Trainer(cfg, out, resume=bool(a.resume))
+    if a.resume and trainer.epoch >= cfg.train.epochs:
+        if trainer.dist.main:
+            print(f"the run in {out} has finished its {cfg.train.epochs} epochs: nothing to resume "
+                  f"(best.pt, last.pt, metrics.csv are there)")
+        return 0
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if trainer.dist.main:
         print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
@@ -69,6 +75,11 @@ def _cmd_train(a) -> int:
         # half-written, i.e. remove the run folder this command made if no checkpoint was written
         if created and trainer.dist.main and not (out / "last.pt").exists():
             shutil.rmtree(out, ignore_errors=True)
+            for d in new_dirs[1:]:  # the parents this run made (runs/), unless something else is there now
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         raise
     except Interrupted as e:
         print(f"vitlab: {e}", file=sys.stderr)
@@ -152,6 +163,8 @@ def _cmd_models(a) -> int:
 def _cmd_flops(a) -> int:
     from .flops import format_macs
 
+    if a.img_size is not None and a.img_size < 1:
+        raise UserError(f"--img-size must be 1 or more, got {a.img_size}")
     try:
         params, macs, shape = _model_stats(a.model, a.img_size)
     except ValueError as e:

@@ -18,15 +18,20 @@ from .train.loader import make_batches
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str = "auto",
                         batch_size: int = 256) -> dict:
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of a
-    checkpoint on the validation/test split of the dataset it was trained on
-    (``overrides`` such as ``data.root=...`` change where that data is)."""
+    checkpoint on the whole validation/test split of the dataset it was trained
+    on, whatever ``data.val_subset`` the run used (``overrides`` such as
+    ``data.root=...`` or ``data.val_subset=1000`` change that)."""
     from .data import build_datasets
     from .train.config import apply_overrides
 
+    for o in overrides:
+        if not str(o).startswith("data."):
+            raise UserError(f"eval takes data.* settings only, got {str(o).split('=')[0]!r}")
     ckpt = checkpoint.load(path)
     cfg = from_dict(ckpt["config"])
+    cfg.data.val_subset = None  # the whole split, not the subset a quick training run validated on
     apply_overrides(cfg, overrides)
-    cfg.data.train_subset = cfg.data.train_subset or 1  # the training split is not needed
+    cfg.data.train_subset = 1  # the training split is not needed
     dev = resolve_device(device)
     _, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
     if info.num_classes != ckpt["dataset"]["num_classes"]:

@@ -47,8 +47,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                        f"({type(e).__name__}{': ' + first if first else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path} is not a vitlab checkpoint (no 'model' entry)")
     return ckpt

@@ -201,6 +201,8 @@ def from_dict(d: dict[str, Any] | None) -> Config:
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML preset and apply ``key=value`` overrides."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a YAML config file (see configs/)")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

@@ -326,8 +326,8 @@ class Trainer:
                         self.skip = i + 1
                         self.partial = {"sums": sums, "seconds": seconds_before + time.perf_counter() - t0}
                         self._save("last.pt")
-                        raise Interrupted(f"stopped by signal {signal.Signals(self.stop_signal).name} at epoch "
-                                          f"{epoch + 1}, step {i + 1}; last.pt saved, resume with "
+                        raise Interrupted(f"stopped by signal {signal.Signals(self.stop_signal).name} after "
+                                          f"step {i + 1} of epoch {epoch + 1}; last.pt saved, resume with "
                                           f"`vitlab train --resume {self.out}`")
                 bar.close()
                 lr = self.last_lr
