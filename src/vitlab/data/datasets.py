@@ -189,9 +189,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays, nothing else: a CIFAR batch
     file cannot make the reader run code."""
 
-    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
-    ALLOWED |= {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
-    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+        (f"{core}.{module}", name) for core in ("numpy.core", "numpy._core")  # numpy 1 and numpy 2 names
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -694,11 +694,12 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Datase
     val = _subset(found.val, cfg.val_subset, cfg.subset_mode, seed, "val_subset")
     if found.materialise:
         train, val = train.load_into_memory(), val.load_into_memory()
-    c = spec.in_chans
-    mean = spec.mean if cfg.mean is None else tuple(float(m) for m in cfg.mean) * (c if len(cfg.mean) == 1 else 1)
-    std = spec.std if cfg.std is None else tuple(float(s) for s in cfg.std) * (c if len(cfg.std) == 1 else 1)
-    info = DatasetInfo(name=name, num_classes=len(found.classes), in_chans=c,
-                       img_size=found.img_size, mean=mean, std=std, classes=list(found.classes))
+    def stats(given, default):  # data.mean / data.std: one value for every channel, or one per channel
+        return default if given is None else tuple(map(float, given)) * (spec.in_chans // len(given))
+
+    info = DatasetInfo(name=name, num_classes=len(found.classes), in_chans=spec.in_chans,
+                       img_size=found.img_size, mean=stats(cfg.mean, spec.mean), std=stats(cfg.std, spec.std),
+                       classes=list(found.classes))
     train.transform = build_train_transform(cfg, info, found.fixed_size)
     val.transform = dataset_eval_transform(cfg, info, found.fixed_size)
     return train, val, info
