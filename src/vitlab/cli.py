@@ -48,8 +48,8 @@ def _cmd_train(a) -> int:
         if (out / "last.pt").exists():
             raise UserError(f"{out} already holds a run; continue it with `vitlab train --resume {out}` "
                             "or choose another --out")
-    created = not out.exists()
     new_dirs = [d for d in (out, *out.parents) if not d.exists()]  # made by this run, innermost first
+    created = bool(new_dirs)  # out is new exactly when some folder on its path is
     trainer = Trainer(cfg, out, resume=bool(a.resume))
     if a.resume and trainer.epoch >= cfg.train.epochs:
         if trainer.dist.main:
