@@ -42,11 +42,14 @@ SIZES: dict[str, dict[str, int]] = {
 
 
 @torch.no_grad()
-def trunc_normal_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
-    """Normal(0, std) cut at 2 std, drawn by the inverse CDF in one pass
-    (``nn.init.trunc_normal_`` redraws and is ~20x slower on large layers)."""
-    lo = math.erf(-2 / math.sqrt(2))  # CDF bounds of +-2 std, mapped to [-1, 1]
-    return w.uniform_(lo, -lo).erfinv_().mul_(std * math.sqrt(2))
+def trunc_normal_(w: torch.Tensor, std: float = 0.02, bound: float | None = None) -> torch.Tensor:
+    """Normal(0, std) cut at +-``bound`` (default 2 std), drawn by the inverse
+    CDF in one pass. ``bound`` is absolute: timm's ``trunc_normal_(std=.02)``
+    cuts at +-2, i.e. 100 std, which leaves the normal distribution as it is."""
+    bound = 2 * std if bound is None else bound
+    lo = math.erf(-bound / std / math.sqrt(2))  # CDF bounds mapped to [-1, 1]
+    w.uniform_(lo, -lo).erfinv_().mul_(std * math.sqrt(2))
+    return w.clamp_(-bound, bound)  # erfinv(+-1) is infinite; uniform_ may return the lower end
 
 
 def _pair(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -94,6 +97,8 @@ class PatchEmbed(nn.Module):
     kernel = stride = patch is exactly the paper's linear projection of
     flattened patches."""
 
+    first_conv = "proj"
+
     def __init__(self, img_size, patch_size, in_chans: int, embed_dim: int):
         super().__init__()
         self.img_size = _pair(img_size)
@@ -104,6 +109,10 @@ class PatchEmbed(nn.Module):
         self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def grid_for(self, h: int, w: int) -> tuple[int, int]:
+        """The patch grid of an (h, w) input."""
+        return h // self.patch_size[0], w // self.patch_size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -221,13 +230,18 @@ class VisionTransformer(nn.Module):
         attn_dropout: on the attention weights.
         drop_path: stochastic-depth rate, grown linearly over the blocks up to this value.
         representation_size: if set, a Linear + tanh pre-logits layer of this width.
+        weight_init: 'jax' (the official code's) or 'timm' (see ``init_weights``).
+        patch_embed: an embedding layer to use instead of ``PatchEmbed`` (the
+            hybrid's CNN stem, ``vitlab.models.hybrid``); for code, not configs.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans: int = 3, num_classes: int = 1000,
+    def __init__(self, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16,
+                 in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
                  pool: str = "cls", pos_embed: str = "learned", dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 representation_size: int | None = None, weight_init: str = "jax"):
+                 representation_size: int | None = None, weight_init: str = "jax",
+                 patch_embed: nn.Module | None = None):
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"pool must be 'cls' or 'avg', got {pool!r}")
@@ -235,17 +249,15 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {pos_embed!r}")
         if weight_init not in ("jax", "timm"):
             raise ValueError(f"weight_init must be 'jax' or 'timm', got {weight_init!r}")
-        self.config = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                           num_classes=num_classes, embed_dim=embed_dim, depth=depth,
-                           num_heads=num_heads, mlp_dim=mlp_dim, pool=pool, pos_embed=pos_embed,
-                           dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path,
-                           representation_size=representation_size, weight_init=weight_init)
         self.num_classes = num_classes
         self.embed_dim = self.num_features = embed_dim
         self.pool = pool
         self.pos_embed_type = pos_embed
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        # A hybrid passes its own embedding (CNN features cut into 1x1 patches); any such layer
+        # maps (B, C, H, W) to (B, N, D) and has grid_size, num_patches and grid_for(h, w).
+        self.patch_embed = patch_embed or PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.first_conv = f"patch_embed.{self.patch_embed.first_conv}"  # adapted to other channel counts on load
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if pool == "cls" else None
         n_pos = self.patch_embed.num_patches + self.num_prefix_tokens
@@ -273,22 +285,30 @@ class VisionTransformer(nn.Module):
 
     # -- initialisation -------------------------------------------------------------------------
     def init_weights(self, mode: str = "jax") -> None:
-        """Initialise every parameter.
+        """Initialise every parameter of the Transformer (a hybrid's CNN backbone
+        keeps its own initialisation; only its 1x1 projection is set here).
 
         'jax' is the official code's scheme (google-research/vision_transformer):
         Xavier-uniform dense layers (q, k and v each as a D x D matrix), LeCun-normal
         patch embedding, MLP biases normal(1e-6), other biases zero, a zero head,
-        position embedding normal(.02), zero class token. 'timm' is timm's default:
-        truncated normal(.02) for every linear and patch-embedding weight, zero biases.
-        LayerNorms start at (1, 0) in both. ``zero_head()`` is applied by
-        ``vitlab.load_pretrained`` when a new head is made for fine-tuning.
+        position embedding normal(.02), zero class token. 'timm' is timm's
+        ``init_weights_vit_timm``: linear weights truncated normal(.02) cut at +-2
+        (absolute, as timm), zero biases, the patch embedding's PyTorch default
+        (Kaiming-uniform), position embedding truncated normal(.02), class token
+        normal(1e-6). LayerNorms start at (1, 0) in both. ``zero_head()`` is applied
+        by ``vitlab.load_pretrained`` when a new head is made for fine-tuning.
         """
         for name, m in self.named_modules():
+            if name.startswith("patch_embed.") and name != "patch_embed.proj":
+                continue  # a hybrid's backbone
             if isinstance(m, (nn.Linear, nn.Conv2d)):
+                if mode == "timm" and isinstance(m, nn.Conv2d):
+                    m.reset_parameters()
+                    continue
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
                 if mode == "timm":
-                    trunc_normal_(m.weight, std=0.02)
+                    trunc_normal_(m.weight, std=0.02, bound=2.0)
                 elif isinstance(m, nn.Conv2d):  # LeCun normal, truncated at 2 std
                     trunc_normal_(m.weight, std=math.sqrt(1.0 / m.weight[0].numel()) / 0.87962566103423978)
                 elif name.endswith("attn.qkv"):
@@ -303,8 +323,16 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(m.bias)
         if mode == "jax":
             self.zero_head()
-        if self.pos_embed is not None:
-            nn.init.normal_(self.pos_embed, std=0.02)
+            if self.pos_embed is not None:
+                nn.init.normal_(self.pos_embed, std=0.02)
+        else:
+            if self.pos_embed is not None:
+                trunc_normal_(self.pos_embed, std=0.02, bound=2.0)
+            if self.cls_token is not None:
+                nn.init.normal_(self.cls_token, std=1e-6)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def zero_head(self) -> None:
         if isinstance(self.head, nn.Linear):
@@ -317,7 +345,9 @@ class VisionTransformer(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Swap the head for a zero-initialised one with ``num_classes`` outputs."""
-        self.num_classes = self.config["num_classes"] = num_classes
+        self.num_classes = num_classes
+        if hasattr(self, "model_args"):  # rebuilt from a checkpoint with the new head
+            self.model_args["num_classes"] = num_classes
         device = next(self.parameters()).device
         self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
         self.zero_head()
@@ -343,7 +373,7 @@ class VisionTransformer(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, C, H, W) -> token sequence (B, N(+1), D) with position embeddings."""
-        grid = (x.shape[-2] // self.patch_embed.patch_size[0], x.shape[-1] // self.patch_embed.patch_size[1])
+        grid = self.patch_embed.grid_for(*x.shape[-2:])
         x = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)

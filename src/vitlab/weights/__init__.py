@@ -1,0 +1,114 @@
+"""Load pretrained ViT weights from other codebases into a vitlab model.
+
+``load_pretrained(model, source)`` reads a file (``.npz``, ``.safetensors``,
+``.pth``/``.pt``/``.bin``, or a Hugging Face model folder) or takes a state
+dict, detects its layout, maps every tensor to vitlab's names with one
+explicit key map per layout, checks every shape, and loads it.
+
+Layouts (detected from the key names):
+
+- ``timm`` / ``vitlab``: vitlab's parameter names are timm's
+  (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.attn.qkv``,
+  ``norm``, ``head``, ``pre_logits.fc``), so the map is the identity. A vitlab
+  training checkpoint ``{"model": state_dict, "model_config": {...}, ...}``
+  and timm's ``{"state_dict": ...}`` are unwrapped; ``module.`` (DDP) and
+  ``_orig_mod.`` (torch.compile) prefixes are removed.
+- ``hf``: Hugging Face transformers ``ViTForImageClassification`` /
+  ``ViTModel``, with or without the ``vit.`` prefix, in the names written to
+  files (``encoder.layer.N.attention.attention.query``) and in the names of
+  transformers >= 5 in memory (``layers.N.attention.q_proj``). Separate q, k, v
+  are concatenated into ``qkv``; ``pooler.dense`` (dense + tanh on the class
+  token) is the representation layer ``pre_logits.fc``; ``classifier`` is the
+  head.
+- ``google``: the original ``.npz`` of google-research/vision_transformer
+  (``Transformer/encoderblock_N/MultiHeadDotProductAttention_1/query/kernel``,
+  ``embedding/kernel``, ``cls``, ``Transformer/posembed_input/pos_embedding``,
+  ``Transformer/encoder_norm``, ``pre_logits``, ``head``), optionally under
+  ``opt/target/``.
+- ``big_vision``: google-research/big_vision ``.npz`` (``params/`` or
+  ``params/img/`` prefix; blocks ``LayerNorm_0, MultiHeadDotProductAttention_0,
+  LayerNorm_1, MlpBlock_0``; a top-level ``pos_embedding`` without a class-token
+  entry, the class token being concatenated after the position embedding;
+  layers stacked along a leading axis when trained with ``scan``). Pooling
+  'gap' maps to vitlab's 'avg' (final norm, then mean) and 'tok' to 'cls';
+  the attention-pooling head ('map') has no vitlab counterpart.
+
+What happens when the checkpoint and the model differ (each case is logged
+with the ``logging`` module, logger ``vitlab.weights``):
+
+- Patch grid: the patch part of the position embedding is resampled to the
+  model's grid by 2D interpolation (bicubic by default, with antialiasing, as
+  timm's ``resample_abs_pos_embed``); the class-token entry is kept aside. The
+  checkpoint's grid is taken from a vitlab checkpoint's ``model_config``, else
+  the model's grid when the token counts agree, else assumed square.
+- Class token: a checkpoint with a class token loaded into an 'avg' model (no
+  class token) drops the class token and the class entry of ``pos_embed``.
+  A position table without a class entry (big_vision, timm
+  ``no_embed_class``) loaded into a 'cls' model gives the class token a zero
+  position embedding, which is what those models compute.
+- Head: a head whose class count differs from the model's is not loaded; the
+  model keeps a zero-initialised head (``model.zero_head()``), the paper's
+  fine-tuning rule. So does a model loaded from a checkpoint without a head.
+- Input channels: patch-embedding filters for another number of input
+  channels are adapted: summed over the colour channels for a one-channel
+  model (grey images such as Fashion-MNIST), repeated cyclically and rescaled
+  otherwise (as timm's ``adapt_input_conv``).
+- Representation layer: a ``pre_logits`` layer absent from the model is
+  dropped, and the head trained on top of it is zero-initialised too.
+- Any other tensor whose shape differs raises ``UserError`` naming the key and
+  both shapes. With ``strict=True`` (default) tensors the model lacks, or model
+  tensors the checkpoint lacks, raise too; ``strict=False`` logs them and keeps
+  the model's values.
+
+Loading never executes pickled code: ``torch.load(weights_only=True)``,
+``safetensors`` and ``numpy.load(allow_pickle=False)``. Note the Google and
+big_vision models use the tanh approximation of GELU and HF's converted
+configs LayerNorm eps 1e-12, so their logits differ from vitlab's (exact GELU,
+eps 1e-6) in the last digits; timm's and vitlab's agree exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .fit import fit
+from .layouts import map_layout
+from .read import read, unwrap
+
+_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+# ------------------------------------------------------------------------------------------------
+def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
+                    interpolation: str = "bicubic") -> nn.Module:
+    """Load ``source`` (a path or a state dict, in timm, Hugging Face, Google
+    ``.npz``, big_vision or vitlab layout) into ``model`` and return it.
+
+    Args:
+        model: a vitlab ``VisionTransformer``. Any other module loads a
+            checkpoint in its own names (a vitlab checkpoint of a ResNet, say)
+            with the shape checks, without the ViT rules.
+        source: path to ``.npz``, ``.safetensors``, ``.pth``/``.pt``/``.bin``
+            (or a Hugging Face folder holding ``model.safetensors`` or
+            ``pytorch_model.bin``), or a state dict / vitlab checkpoint dict.
+        strict: raise when tensors are missing or left over (besides the head
+            and representation-layer rules in the module docstring).
+        interpolation: 'bicubic' (default), 'bilinear' or 'nearest', for
+            resampling position embeddings to the model's patch grid.
+
+    Raises:
+        UserError: missing or corrupt file, unknown layout, a shape mismatch
+            (the message names the key and both shapes), or with ``strict``
+            missing / unexpected tensors.
+    """
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+    state, meta, origin = read(source)
+    state = unwrap(state, meta, origin)
+    layout, mapped, unused = map_layout(state, origin, set(model.state_dict()))
+    fit(model, mapped, meta, layout, origin, unused, strict, interpolation)
+    return model
+
+

@@ -1,0 +1,219 @@
+"""Fitting mapped tensors to a model: the fine-tuning rules (position
+embeddings resampled, head replaced, input channels adapted, representation
+layer dropped), a shape check per tensor, and the strict-load report."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..models.vit import _pair, resample_grid
+from .layouts import Mapped
+from .read import Tensor
+
+log = logging.getLogger("vitlab.weights")
+
+# Checkpoint keys that mark a feature the model may not have; used to explain a failed strict load.
+_UNSUPPORTED = {
+    "fc_norm.": ("a norm after average pooling (timm fc_norm); vitlab's 'avg' applies the final "
+                 "norm before the mean"),
+    "norm_pre.": "a norm before the blocks (CLIP-style pre_norm)",
+    "reg_token": "register tokens",
+    "dist_token": "a distillation token (DeiT distilled)",
+    "head_dist.": "a distillation head (DeiT distilled)",
+    ".ls1.": "layer scale",
+    ".q_norm.": "query/key normalisation",
+    "attn_pool.": "an attention-pooling head",
+    "MAPHead_0": "an attention-pooling head (big_vision pool_type 'map')",
+    "conv_root": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
+    "patch_embed.backbone.": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
+}
+
+
+def _shape_error(key: str, src: str, got, want) -> UserError:
+    where = key if src == key else f"{key} (checkpoint {src})"
+    return UserError(f"shape mismatch for {where}: checkpoint {tuple(got)} vs model {tuple(want)}")
+
+
+def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
+        unexpected: list[str], strict: bool, interpolation: str) -> None:
+    target = model.state_dict()
+    mapped = dict(mapped)
+    plan: dict[str, Tensor] = {}
+    unexpected = list(unexpected)
+    head = _head_prefix(model)
+    hw, hb = f"{head}.weight", f"{head}.bias"
+    head_rule = False  # the head is decided by the fine-tuning rule, not loaded
+    is_vit = hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+
+    if is_vit:
+        ckpt_cls = "cls_token" in mapped
+        if ckpt_cls and "cls_token" not in target:
+            mapped.pop("cls_token")
+            log.info("class token dropped: the model pools by average ('avg') and has none")
+        if "pos_embed" in mapped:
+            pos, src = mapped.pop("pos_embed")
+            if "pos_embed" in target:
+                plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_cls, meta, interpolation)
+            else:
+                unexpected.append(f"{src} (the model uses fixed sin-cos position embeddings)")
+        if "pre_logits.fc.weight" in mapped and "pre_logits.fc.weight" not in target:
+            mapped.pop("pre_logits.fc.weight")
+            mapped.pop("pre_logits.fc.bias", None)
+            log.info("representation layer (pre_logits) dropped: the model has none")
+            if hw in target:
+                head_rule = True
+                log.info("head zero-initialised: the checkpoint's head was trained on the dropped "
+                         "representation layer")
+    first = f"{getattr(model, 'first_conv', '')}.weight"
+    if first in mapped and first in target:
+        w, src = mapped[first]
+        want = target[first].shape
+        if w.ndim == 4 and w.shape[1] != want[1] and (w.shape[0], *w.shape[2:]) == (want[0], *want[2:]):
+            mapped[first] = (_adapt_in_chans(w, want[1]), src)
+            log.info("input convolution %s adapted from %d to %d input channels", first, w.shape[1], want[1])
+    if hw in target and not head_rule:
+        want = target[hw].shape
+        if hw not in mapped:
+            head_rule = True
+            log.info("head zero-initialised: the checkpoint has no classification head")
+        elif mapped[hw][0].shape[0] != want[0]:
+            head_rule = True
+            log.info("head zero-initialised: checkpoint has %d classes, the model %d", mapped[hw][0].shape[0], want[0])
+    if head_rule or hw not in target:
+        had = mapped.pop(hw, None)
+        mapped.pop(hb, None)
+        if had is not None and hw not in target:
+            log.info("checkpoint head dropped: the model has no head (num_classes=0)")
+
+    unexpected += [src for key, (_, src) in mapped.items() if key not in target]
+    # a feature the model lacks (a hybrid's ResNet stem, layer scale, ...) explains what follows
+    hint = next((why for k in unexpected for mark, why in _UNSUPPORTED.items() if mark in k), None)
+    hint = f"; the checkpoint has {hint}, which this model does not" if hint else ""
+    if hint and strict:
+        raise UserError(f"{origin} ({layout} layout) does not fit the model {_model_name(model)}: "
+                        f"{len(unexpected)} checkpoint tensors unused ({_few(unexpected)}){hint}")
+    for key, (t, src) in mapped.items():
+        if key not in target:
+            continue
+        if t.shape != target[key].shape:
+            raise _shape_error(key, src, t.shape, target[key].shape)
+        plan[key] = t
+    missing = [k for k in target if k not in plan and not (head_rule and k in (hw, hb))]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} model tensors missing from the checkpoint ({_few(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} checkpoint tensors unused ({_few(unexpected)})")
+        msg = f"{origin} ({layout} layout) does not fit the model {_model_name(model)}: " + "; ".join(parts) + hint
+        if strict:
+            raise UserError(msg + "; pass strict=False to load what fits")
+        log.warning(msg)
+
+    result = model.load_state_dict(plan, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    if head_rule:
+        if hasattr(model, "zero_head"):
+            model.zero_head()
+        else:
+            with torch.no_grad():
+                for k in (hw, hb):
+                    model.get_parameter(k).zero_()
+    log.info("loaded %d tensors from %s (%s layout)", len(plan), origin, layout)
+
+
+def _head_prefix(model: nn.Module) -> str:
+    """Name of the classification head: the module ``get_classifier()`` returns ('head' otherwise)."""
+    get = getattr(model, "get_classifier", None)
+    if get is not None:
+        head = get()
+        for name, m in model.named_modules():
+            if m is head and name:
+                return name
+    return "head"
+
+
+def _model_name(model: nn.Module) -> str:
+    return repr(getattr(model, "model_name", type(model).__name__))
+
+
+def _adapt_in_chans(w: Tensor, chans: int) -> Tensor:
+    """Patch-embedding filters (D, C, p, p) for ``chans`` input channels. To
+    one channel: the sum over the colour channels, so that a grey image (equal
+    channels) gives the response the RGB filters gave it. Otherwise the
+    channels repeat cyclically, scaled by C / chans to keep the response size."""
+    c = w.shape[1]
+    if chans == 1:
+        return w.sum(dim=1, keepdim=True)
+    return w.repeat(1, -(-chans // c), 1, 1)[:, :chans] * (c / chans)
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    more = f", +{len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_cls: bool, meta: dict,
+             interpolation: str) -> Tensor:
+    """Checkpoint position table (1, [1+] N, D) -> the model's (1, [1+] N', D)."""
+    want = model.state_dict()["pos_embed"].shape
+    if pos.ndim == 2:
+        pos = pos[None]
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[-1] != want[-1]:
+        raise _shape_error("pos_embed", src, pos.shape, want)
+    n = pos.shape[1]
+    model_grid = tuple(model.patch_embed.grid_size)
+    meta_grid = _meta_grid(meta)
+
+    def grid_for(count: int) -> tuple[int, int] | None:
+        for g in (meta_grid, model_grid):
+            if g and g[0] * g[1] == count:
+                return g
+        s = math.isqrt(count)
+        return (s, s) if count > 0 and s * s == count else None
+
+    # Does the table hold a class-token entry? Yes when the rest forms a grid;
+    # else it covers the patches only (big_vision, timm no_embed_class).
+    if ckpt_cls and grid_for(n - 1):
+        cls_pos, patches, old_grid = pos[:, :1], pos[:, 1:], grid_for(n - 1)
+    elif grid_for(n):
+        cls_pos, patches, old_grid = None, pos, grid_for(n)
+    else:
+        raise UserError(f"cannot infer the patch grid of {src} {tuple(pos.shape)} "
+                        f"({'with' if ckpt_cls else 'without'} a class token); it is not square "
+                        f"and does not match the model's grid {model_grid}")
+
+    if old_grid != model_grid:
+        patches = resample_grid(patches, old_grid, model_grid, mode=interpolation)
+        log.info("position embeddings resampled from grid %dx%d to %dx%d (%s)",
+                 *old_grid, *model_grid, interpolation)
+    if model.num_prefix_tokens == 0:
+        if cls_pos is not None:
+            log.info("class-token entry of the position embeddings dropped: the model has no class token")
+        return patches
+    if cls_pos is None:
+        # No class entry: those models add no position to the class token.
+        cls_pos = torch.zeros_like(pos[:, :1]) if ckpt_cls else model.pos_embed.detach()[:, :1].cpu()
+    return torch.cat([cls_pos.to(patches.dtype), patches], dim=1)
+
+
+def _meta_grid(meta: dict) -> tuple[int, int] | None:
+    """The patch grid a vitlab checkpoint was trained at: saved as ``grid_size``
+    since 0.3; computed from the ViT's arguments in older checkpoints."""
+    grid = meta.get("grid_size")
+    if isinstance(grid, (tuple, list)) and len(grid) == 2:
+        return int(grid[0]), int(grid[1])
+    cfg = meta.get("model_args", meta.get("model_config"))
+    if not isinstance(cfg, Mapping) or "img_size" not in cfg or "patch_size" not in cfg:
+        return None
+    try:
+        img, patch = _pair(cfg["img_size"]), _pair(cfg["patch_size"])
+        return img[0] // patch[0], img[1] // patch[1]
+    except (TypeError, ValueError):
+        return None

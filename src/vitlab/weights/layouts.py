@@ -1,0 +1,181 @@
+"""Checkpoint layouts: detection from the key names, and one explicit key map
+per layout from the checkpoint's names to vitlab's."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from .read import Tensor, reason
+
+log = logging.getLogger("vitlab.weights")
+
+# vitlab key -> (tensor, name of the checkpoint tensor(s) it came from)
+Mapped = dict[str, tuple[Tensor, str]]
+
+
+def map_layout(state: dict[str, Tensor], origin: str, model_keys: set[str]) -> tuple[str, Mapped, list[str]]:
+    """Detect the layout and map to vitlab names. -> (layout, mapped, unused source keys)."""
+    keys = state.keys()
+    if "patch_embed.proj.weight" in keys or any(k.startswith("blocks.") for k in keys):
+        return "timm/vitlab", {k: (v, k) for k, v in state.items()}, []
+    if model_keys and len(model_keys.intersection(keys)) >= len(model_keys) / 2:
+        return "vitlab", {k: (v, k) for k, v in state.items()}, []  # the model's own names (any model)
+    for p in ("vit.", ""):
+        if f"{p}embeddings.patch_embeddings.projection.weight" in keys:
+            return ("hf",) + _map_hf(state, p)
+    for p in ("", "opt/target/", "params/", "params/img/", "img/"):
+        if f"{p}embedding/kernel" in keys:
+            return _map_npz(state, p)
+    sample = ", ".join(list(keys)[:4])
+    raise UserError(f"{origin}: unknown weights layout (first keys: {sample}); expected a timm, "
+                    "Hugging Face ViT, Google/big_vision .npz or vitlab checkpoint")
+
+
+class _Rules:
+    """Applies ``target <- fn(sources...)`` rules and records what was used."""
+
+    def __init__(self, state: dict[str, Tensor]):
+        self.state = state
+        self.used: set[str] = set()
+        self.out: Mapped = {}
+
+    def add(self, target: str, sources: str | list[str], fn: Callable[..., Tensor] = lambda t: t) -> None:
+        sources = [sources] if isinstance(sources, str) else sources
+        present = [s for s in sources if s in self.state]
+        if not present:
+            return
+        name = sources[0] if len(sources) == 1 else "+".join(sources)
+        if len(present) < len(sources):
+            missing = [s for s in sources if s not in self.state]
+            raise UserError(f"checkpoint has {present[0]!r} but not {missing[0]!r}: incomplete checkpoint")
+        try:
+            t = fn(*[self.state[s] for s in sources])
+        except (RuntimeError, ValueError, IndexError) as e:
+            shapes = ", ".join(f"{s} {tuple(self.state[s].shape)}" for s in sources)
+            raise UserError(f"unexpected tensor shape in checkpoint: {shapes} ({reason(e)})") from None
+        self.used.update(sources)
+        self.out[target] = (t, name)
+
+    def leftover(self, prefix: str = "") -> list[str]:
+        return [k for k in self.state if k not in self.used and k.startswith(prefix)]
+
+
+def _block_indices(keys, pattern: str) -> list[int]:
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
+
+
+def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
+    r = _Rules(state)
+    e = f"{p}embeddings."
+    r.add("cls_token", e + "cls_token")
+    r.add("pos_embed", e + "position_embeddings")
+    r.add("patch_embed.proj.weight", e + "patch_embeddings.projection.weight")
+    r.add("patch_embed.proj.bias", e + "patch_embeddings.projection.bias")
+    cat = lambda *t: torch.cat(t, 0)  # noqa: E731  q, k, v -> qkv rows
+    old = _block_indices(state, re.escape(p) + r"encoder\.layer\.(\d+)\.")
+    new = _block_indices(state, re.escape(p) + r"layers\.(\d+)\.")
+    for i in old:  # names in the files on the Hub (and in transformers < 5)
+        s, t = f"{p}encoder.layer.{i}.", f"blocks.{i}."
+        for w in ("weight", "bias"):
+            r.add(t + f"norm1.{w}", s + f"layernorm_before.{w}")
+            qkv = [s + f"attention.attention.{n}.{w}" for n in ("query", "key", "value")]
+            r.add(t + f"attn.qkv.{w}", qkv, cat)
+            r.add(t + f"attn.proj.{w}", s + f"attention.output.dense.{w}")
+            r.add(t + f"norm2.{w}", s + f"layernorm_after.{w}")
+            r.add(t + f"mlp.fc1.{w}", s + f"intermediate.dense.{w}")
+            r.add(t + f"mlp.fc2.{w}", s + f"output.dense.{w}")
+    for i in new:  # names of transformers >= 5 in memory
+        s, t = f"{p}layers.{i}.", f"blocks.{i}."
+        for w in ("weight", "bias"):
+            r.add(t + f"norm1.{w}", s + f"layernorm_before.{w}")
+            r.add(t + f"attn.qkv.{w}", [s + f"attention.{n}_proj.{w}" for n in ("q", "k", "v")], cat)
+            r.add(t + f"attn.proj.{w}", s + f"attention.o_proj.{w}")
+            r.add(t + f"norm2.{w}", s + f"layernorm_after.{w}")
+            r.add(t + f"mlp.fc1.{w}", s + f"mlp.fc1.{w}")
+            r.add(t + f"mlp.fc2.{w}", s + f"mlp.fc2.{w}")
+    for w in ("weight", "bias"):
+        r.add(f"norm.{w}", f"{p}layernorm.{w}")
+        r.add(f"pre_logits.fc.{w}", f"{p}pooler.dense.{w}")
+        r.add(f"head.{w}", f"classifier.{w}")
+    # The mask token is used only for masked-image pretraining.
+    r.used.add(e + "mask_token")
+    return r.out, r.leftover()
+
+
+def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
+    """Google vision_transformer and big_vision Flax layouts. Flax kernels are
+    (in, out); attention kernels split the heads: q/k/v (D, H, hd), out (H, hd, D)."""
+    keys = state.keys()
+    outside = [k for k in keys if not k.startswith(p)]
+    if outside:
+        log.info("ignored %d arrays outside %r (e.g. %s)", len(outside), p, outside[0])
+    tr = f"{p}Transformer/"
+    stacked = f"{tr}encoderblock/LayerNorm_0/scale" in keys  # big_vision scan=True: layers on axis 0
+    if stacked:
+        depth = state[f"{tr}encoderblock/LayerNorm_0/scale"].shape[0]
+        blocks = [(i, f"{tr}encoderblock/") for i in range(depth)]
+    else:
+        found = _block_indices(keys, re.escape(tr) + r"encoderblock_(\d+)/")
+        blocks = [(i, f"{tr}encoderblock_{i}/") for i in found]
+    first = blocks[0][1] if blocks else ""
+    if f"{first}MultiHeadDotProductAttention_1/query/kernel" in keys:
+        layout, (mha, ln2, mlp) = "google", (1, 2, 3)
+    else:
+        layout, (mha, ln2, mlp) = "big_vision", (0, 1, 0)
+
+    def nd(t: Tensor, n: int) -> Tensor:
+        if t.ndim != n:
+            raise ValueError(f"expected {n} dims")
+        return t
+
+    dense = lambda t: nd(t, 2).T  # noqa: E731  (in, out) -> (out, in)
+    conv = lambda t: nd(t, 4).permute(3, 2, 0, 1)  # noqa: E731  HWIO -> OIHW
+    heads_in = lambda t: nd(t, 3).reshape(t.shape[0], -1).T  # noqa: E731  (D, H, hd) -> (H*hd, D)
+    heads_bias = lambda t: nd(t, 2).reshape(-1)  # noqa: E731  (H, hd) -> (H*hd,)
+    heads_out = lambda t: nd(t, 3).reshape(-1, t.shape[-1]).T  # noqa: E731  (H, hd, D) -> (D, H*hd)
+    qkv_w = lambda *t: torch.cat([heads_in(x) for x in t], 0)  # noqa: E731
+    qkv_b = lambda *t: torch.cat([heads_bias(x) for x in t], 0)  # noqa: E731
+
+    r = _Rules(state)
+    r.add("patch_embed.proj.weight", f"{p}embedding/kernel", conv)
+    r.add("patch_embed.proj.bias", f"{p}embedding/bias")
+    r.add("cls_token", f"{p}cls")
+    for k in (f"{tr}posembed_input/pos_embedding", f"{p}pos_embedding", f"{tr}pos_embedding"):
+        r.add("pos_embed", k)
+    same = lambda t: t  # noqa: E731
+
+    def layer(f: Callable[..., Tensor], i: int) -> Callable[..., Tensor]:
+        """A stacked checkpoint holds every layer along axis 0: index it first."""
+        return (lambda *t: f(*[x[i] for x in t])) if stacked else f
+
+    for i, b in blocks:
+        t, a = f"blocks.{i}.", f"{b}MultiHeadDotProductAttention_{mha}/"
+        r.add(t + "norm1.weight", f"{b}LayerNorm_0/scale", layer(same, i))
+        r.add(t + "norm1.bias", f"{b}LayerNorm_0/bias", layer(same, i))
+        r.add(t + "attn.qkv.weight", [f"{a}{n}/kernel" for n in ("query", "key", "value")], layer(qkv_w, i))
+        r.add(t + "attn.qkv.bias", [f"{a}{n}/bias" for n in ("query", "key", "value")], layer(qkv_b, i))
+        r.add(t + "attn.proj.weight", f"{a}out/kernel", layer(heads_out, i))
+        r.add(t + "attn.proj.bias", f"{a}out/bias", layer(same, i))
+        r.add(t + "norm2.weight", f"{b}LayerNorm_{ln2}/scale", layer(same, i))
+        r.add(t + "norm2.bias", f"{b}LayerNorm_{ln2}/bias", layer(same, i))
+        for j in (0, 1):
+            r.add(t + f"mlp.fc{j + 1}.weight", f"{b}MlpBlock_{mlp}/Dense_{j}/kernel", layer(dense, i))
+            r.add(t + f"mlp.fc{j + 1}.bias", f"{b}MlpBlock_{mlp}/Dense_{j}/bias", layer(same, i))
+        if stacked:  # name the layer in messages: "Transformer/encoderblock/...[3]"
+            for k in [k for k in r.out if k.startswith(t)]:
+                r.out[k] = (r.out[k][0], f"{r.out[k][1]}[{i}]")
+    r.add("norm.weight", f"{tr}encoder_norm/scale")
+    r.add("norm.bias", f"{tr}encoder_norm/bias")
+    r.add("pre_logits.fc.weight", f"{p}pre_logits/kernel", dense)
+    r.add("pre_logits.fc.bias", f"{p}pre_logits/bias")
+    r.add("head.weight", f"{p}head/kernel", dense)
+    r.add("head.bias", f"{p}head/bias")
+    return layout, r.out, r.leftover(p)
+
+
