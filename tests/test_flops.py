@@ -37,7 +37,7 @@ def test_vit_b16_224_is_17_56_gmacs():
         model = vitlab.create_model("vit_b16")
     macs = count_flops(model, (3, 224, 224))
     assert abs(macs - 17.56e9) / 17.56e9 < 0.01, format_macs(macs)
-    assert macs == vit_macs(**model.config)
+    assert macs == vit_macs(**model.model_args)
 
 
 @pytest.mark.parametrize("kw", [

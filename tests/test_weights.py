@@ -174,18 +174,22 @@ def test_cls_checkpoint_into_avg_model_drops_cls_entry(caplog):
     assert "class token dropped" in caplog.text and "resampled" in caplog.text
 
 
-def test_vitlab_checkpoint_with_rectangular_grid(tmp_path):
+@pytest.mark.parametrize("version", ["0.2", "0.3"])
+def test_vitlab_checkpoint_with_rectangular_grid(tmp_path, version):
     src = _jitter(_vit(img_size=(32, 64), patch_size=8, embed_dim=32, depth=1, num_heads=2, mlp_dim=64,
                        num_classes=4))
     path = tmp_path / "best.pt"
-    torch.save({"model": src.state_dict(), "model_name": "vit", "model_config": src.config, "epoch": 7}, path)
+    # 0.2 checkpoints hold the ViT's arguments as model_config; 0.3 ones model_args and the grid
+    meta = ({"model_config": src.model_args} if version == "0.2" else
+            {"model_args": src.model_args, "grid_size": (4, 8)})
+    torch.save({"model": src.state_dict(), "model_name": "vit", "epoch": 7, **meta}, path)
 
-    same = load_pretrained(_vit(**src.config), path)
+    same = load_pretrained(_vit(**src.model_args), path)
     for k, v in src.state_dict().items():
         assert torch.equal(same.state_dict()[k], v), k
 
-    # 4x8 grid (known from model_config only) resampled to 8x8
-    bigger = load_pretrained(_vit(**{**src.config, "img_size": 64}), path)
+    # 4x8 grid (known from the checkpoint's metadata only) resampled to 8x8
+    bigger = load_pretrained(_vit(**{**src.model_args, "img_size": 64}), path)
     expect = resample_grid(src.pos_embed[:, 1:].detach(), (4, 8), (8, 8))
     _assert_same(bigger.pos_embed[:, 1:], expect)
     _assert_same(bigger.pos_embed[:, :1], src.pos_embed[:, :1])

@@ -1,4 +1,5 @@
-"""Tiny datasets in their real file formats and a tiny ViT, shared by the training and CLI tests."""
+"""Tiny datasets in their real file formats, a tiny ViT, and the config and CLI helpers shared by
+the training, CLI, model and compare tests."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from vitlab import cli
 
 TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
               "mlp_dim": 64}
+TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5}
 
 
 def write_idx(path: Path, arr: np.ndarray) -> None:
@@ -33,3 +38,21 @@ def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> dict:
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
         arrays[prefix] = images.astype(np.uint8), labels
     return arrays
+
+
+def write_config(path: Path, data: dict, model: dict | None = None, **train) -> Path:
+    path.write_text(yaml.safe_dump({"model": model or TINY_MODEL, "data": data, "train": {**TRAIN, **train}}))
+    return path
+
+
+def fails(capsys, *argv, quiet: bool = True) -> str:
+    """Run a command that must fail with exit code 2 and one line on stderr (and with ``quiet``,
+    nothing on stdout); return that line."""
+    assert cli.main(list(map(str, argv))) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err
+    assert err.startswith("vitlab: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    if quiet:
+        assert captured.out == ""
+    return err.strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -132,31 +133,57 @@ def _cmd_predict(a) -> int:
 
 
 def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tuple]:
-    """(parameters, MACs, input shape) of a registered model, built on the meta device (no memory, no time)."""
+    """(parameters, MACs, input shape) of a registered model, built on the meta device (no memory, no time).
+
+    ``img_size`` sizes the model when it takes one (a ViT, a hybrid); a ResNet takes any size, so
+    there it only sets the input that is counted. Without it: the model's default size, or 224."""
     import torch
 
     from . import count_flops, create_model
     from .models import model_defaults
+    from .models.registry import model_options
 
-    kwargs = {"img_size": img_size} if img_size else {}
+    kwargs = {"img_size": img_size} if img_size and "img_size" in model_options(name) else {}
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     d = model_defaults(name) | kwargs
-    size = d.get("img_size", 224)
+    size = img_size or d.get("img_size") or 224
     shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
     return sum(p.numel() for p in model.parameters()), count_flops(model, shape), shape
+
+
+FAMILIES = {"vit": "Vision Transformers", "hybrid": "hybrids: a ResNet stem, then a ViT",
+            "resnet": "ResNet baselines"}
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts resnet18 before resnet101 and vit_b8 before vit_b16."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _cmd_models(a) -> int:
     from .flops import format_macs
     from .models import list_models, model_description
+    from .models.registry import model_family
 
+    names = list_models()
+    # the known families in their order, then any other a plugin registered
+    families = [f for f in FAMILIES if any(model_family(n) == f for n in names)]
+    families += sorted({model_family(n) for n in names} - set(families))
+    if a.family is not None:
+        if a.family not in families:
+            raise UserError(f"unknown model family {a.family!r}; choose from {', '.join(families)}")
+        families = [a.family]
     print(f"{'name':<24}{'params':>14}{'input':>14}{'MACs':>14}  description")
-    for name in list_models():
-        params, macs, shape = _model_stats(name)
-        print(f"{name:<24}{params:>14,}{'x'.join(map(str, shape)):>14}{format_macs(macs):>14}  "
-              f"{model_description(name)}")
-    print(f"MACs: {MACS_NOTE}.")
+    for family in families:
+        members = sorted((n for n in names if model_family(n) == family), key=_natural)
+        print(f"\n{family}: {FAMILIES.get(family, family)} ({len(members)})")
+        for name in members:
+            params, macs, shape = _model_stats(name)
+            print(f"{name:<24}{params:>14,}{'x'.join(map(str, shape)):>14}{format_macs(macs):>14}  "
+                  f"{model_description(name)}")
+    print(f"\nMACs: {MACS_NOTE}, at the input shown (the model's default size; 224 px for a ResNet, "
+          "which takes any size).")
     return 0
 
 
@@ -170,6 +197,17 @@ def _cmd_flops(a) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     print(f"{a.model} at {'x'.join(map(str, shape))}: {params:,} parameters, {format_macs(macs)} ({MACS_NOTE})")
+    return 0
+
+
+def _cmd_compare(a) -> int:
+    from .compare import check_out_dir, compare_runs, format_markdown, write_outputs
+
+    out = check_out_dir(a.out or ".")  # before reading any run: a wrong --out fails at once
+    rows = compare_runs(a.runs)
+    csv_path, png_path = write_outputs(rows, out)
+    print(format_markdown(rows))
+    print(f"\nwritten: {csv_path}, {png_path}")
     return 0
 
 
@@ -210,13 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
-    m = sub.add_parser("models", help="list registered models with parameters and MACs")
+    m = sub.add_parser("models", help="list registered models by family with parameters and MACs")
+    m.add_argument("--family", help="only this family: vit, hybrid or resnet")
     m.set_defaults(func=_cmd_models)
 
     f = sub.add_parser("flops", help="parameters and multiply-accumulates of a model")
     f.add_argument("model")
-    f.add_argument("--img-size", type=int)
+    f.add_argument("--img-size", type=int,
+                   help="image size (a ResNet takes any size: then only the input counted changes)")
     f.set_defaults(func=_cmd_flops)
+
+    c = sub.add_parser("compare", help="compare runs: a Markdown table, compare.csv and compare.png")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `vitlab train`")
+    c.add_argument("--out", help="existing folder for compare.csv and compare.png (default: the current one)")
+    c.set_defaults(func=_cmd_compare)
     return p
 
 

@@ -23,23 +23,15 @@ from ..errors import UserError
 
 @dataclass
 class ModelConfig:
+    """``name`` plus any option of that model's builder (``vitlab models``; the
+    builder's signature is the list, e.g. ``depth``, ``patch_size``, ``stem``),
+    checked against the builder when the config is read. ``in_chans`` and
+    ``num_classes`` come from the dataset, and so does ``img_size`` when
+    neither ``model.img_size`` nor ``data.img_size`` is set."""
+
     name: str = "vit"  # a name from `vitlab models`
-    # Overrides of the registered model's defaults; None keeps the default.
-    # in_chans, num_classes and (if unset) img_size come from the dataset.
-    img_size: int | None = None
-    patch_size: int | None = None
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    pool: str | None = None  # 'cls' | 'avg'
-    pos_embed: str | None = None  # 'learned' | 'sincos'
-    weight_init: str | None = None  # 'jax' (the official code's, the default) | 'timm'
-    representation_size: int | None = None
-    dropout: float = 0.0  # embeddings, MLP and attention output
-    attn_dropout: float = 0.0  # attention weights
-    drop_path: float = 0.0  # stochastic depth, max rate
     pretrained: str | None = None  # weights file for vitlab.load_pretrained (fine-tuning)
+    args: dict[str, Any] = field(default_factory=dict)  # the builder's options; a None value keeps the default
 
 
 @dataclass
@@ -102,7 +94,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values for YAML: the model's options sit beside ``name``, tuples become lists."""
+        d = dataclasses.asdict(self)
+        d["model"] = {"name": self.model.name, "pretrained": self.model.pretrained,
+                      **{k: _plain(v) for k, v in self.model.args.items()}}
+        return d
+
+
+def _plain(v: Any) -> Any:
+    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -136,6 +136,17 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             except UserError as e:
                 errors.append(e)
         raise errors[0]
+    if typ is Any:
+        return value
+    if origin is tuple:  # tuple[int, int] (fixed length) or tuple[int, ...]; YAML gives a list
+        items = typing.get_args(typ)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key!r} expects a list, got {value!r}")
+        if len(items) == 2 and items[1] is Ellipsis:
+            items = (items[0],) * len(value)
+        if len(items) != len(value):
+            raise UserError(f"config key {key!r} expects a list of {len(items)} values, got {value!r}")
+        return tuple(_coerce(key, v, t) for v, t in zip(value, items))
     if origin is list:
         (item,) = typing.get_args(typ)
         if isinstance(value, str):
@@ -175,12 +186,48 @@ def apply(cfg: Config, key: str, value: Any) -> None:
         raise UserError(f"unknown config key {key!r}{_closest(key, all_keys)}; "
                         f"keys are section.name with sections {', '.join(SECTIONS)}")
     types_ = _section_types(section)
+    if section == "model" and name not in ("name", "pretrained"):
+        cfg.model.args[name] = value  # checked against the model's builder by check_model()
+        return
     if name not in types_:
         raise UserError(f"unknown config key {key!r}{_closest(key, [f'{section}.{k}' for k in types_])}")
     setattr(getattr(cfg, section), name, _coerce(key, value, types_[name]))
 
 
+def check_model(cfg: Config) -> None:
+    """Check ``model:`` against the named model's builder: every key one of its
+    options, every value of the option's type; None values are dropped (they
+    keep the builder's default)."""
+    from ..models.registry import model_options, option_types
+
+    name = cfg.model.name
+    try:
+        options = model_options(name)
+    except ValueError as e:  # unknown model: the message names the closest one
+        raise UserError(f"model.name: {e}") from None
+    types_ = option_types(name)
+    checked = {}
+    for key, value in cfg.model.args.items():
+        if key in ("in_chans", "num_classes"):
+            raise UserError(f"model.{key} comes from the dataset (data.name); remove it from the config")
+        if key not in options:
+            close = difflib.get_close_matches(key, [k for k in options if k not in ("in_chans", "num_classes")], n=1)
+            hint = (f" (did you mean 'model.{close[0]}'?)" if close else
+                    f"; its options: {', '.join(k for k in options if k not in ('in_chans', 'num_classes'))}")
+            raise UserError(f"model {name!r} has no option 'model.{key}'{hint}")
+        if value is not None:
+            checked[key] = _coerce(f"model.{key}", value, types_[key])
+    cfg.model.args = checked
+
+
 def from_dict(d: dict[str, Any] | None) -> Config:
+    """A config from a mapping of sections, checked (``check_model`` included)."""
+    cfg = _parse(d)
+    check_model(cfg)
+    return cfg
+
+
+def _parse(d: dict[str, Any] | None) -> Config:
     cfg = Config()
     if d is None:
         return cfg
@@ -213,8 +260,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise UserError(f"cannot read config {path}: invalid YAML{where}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
-    cfg = from_dict(data)
+    cfg = _parse(data)
     apply_overrides(cfg, overrides)
+    check_model(cfg)  # after the overrides: --set model.name=... changes which options exist
     return cfg
 
 

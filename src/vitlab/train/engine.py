@@ -19,7 +19,6 @@ only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import random
@@ -40,7 +39,7 @@ from ..models import create_model
 from . import checkpoint, config as config_mod
 from .loader import make_batches
 from .optim import build_optimizer, build_scheduler
-from .runlog import Loggers, check_loggers, plot_curves, write_metrics
+from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
 
 
 class NonFiniteLoss(RuntimeError):
@@ -66,23 +65,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg, info) -> nn.Module:
-    """The model of ``cfg.model`` sized for the dataset ``info`` (channels,
-    classes, and the image size unless the config sets one)."""
-    from ..models.registry import _lookup
-    try:
-        builder = _lookup(cfg.model.name)[0]
-    except ValueError as e:  # an unknown name: one line naming the closest one
-        raise UserError(f"model.name: {e}") from None
-    accepted = inspect.signature(builder).parameters
-    args = {k: v for k, v in vars(cfg.model).items() if k not in ("name", "pretrained") and v is not None}
-    args.update(in_chans=info.in_chans, num_classes=info.num_classes)
-    args["img_size"] = cfg.model.img_size or cfg.data.img_size or info.img_size
-    for key in list(args):
-        if key not in accepted:
-            if args[key] in (0, 0.0) or key in ("img_size", "in_chans"):
-                args.pop(key)  # options this model has no use for, left at their neutral value
-            else:
-                raise UserError(f"model.{key} is not an option of model {cfg.model.name!r}")
+    """The model of ``cfg.model`` sized for the dataset ``info``: its channels
+    and classes, and its image size unless the config sets one. A builder that
+    cannot take the dataset's channels or classes is refused in one line."""
+    from ..models.registry import model_options
+    options = model_options(cfg.model.name)  # the name was checked when the config was read
+    args = dict(cfg.model.args)
+    for key, value in (("in_chans", info.in_chans), ("num_classes", info.num_classes)):
+        if key not in options:
+            raise UserError(f"model {cfg.model.name!r} cannot be sized for the dataset: it takes no {key}")
+        args[key] = value
+    if "img_size" in options:
+        args["img_size"] = args.get("img_size") or cfg.data.img_size or info.img_size
     try:
         model = create_model(cfg.model.name, **args)
     except ValueError as e:
@@ -94,7 +88,12 @@ def build_model(cfg, info) -> nn.Module:
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    model = create_model(ckpt["model_name"], **ckpt["model_config"])
+    """Rebuild any registered model from a vitlab checkpoint (``model_name`` and
+    ``model_args``; checkpoints before 0.3 hold a ViT's ``model_config``)."""
+    try:
+        model = create_model(ckpt["model_name"], **ckpt.get("model_args", ckpt.get("model_config", {})))
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"cannot rebuild the checkpoint's model: {e}") from None
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -246,14 +245,16 @@ class Trainer:
         model = _unwrap_model(self.model)
         state = {
             "model": model.state_dict(),
-            "model_name": getattr(model, "model_name", self.cfg.model.name),
-            "model_config": getattr(model, "config", {}),
+            "model_name": model.model_name,
+            "model_args": model.model_args,
             "config": self.cfg.to_dict(),
             "dataset": {k: getattr(self.info, k) for k in ("name", "num_classes", "in_chans", "img_size",
                                                            "mean", "std", "classes")},
             "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
             "vitlab_version": __version__,
         }
+        if hasattr(model, "grid_size"):  # the patch grid, for resampling position embeddings on load
+            state["grid_size"] = tuple(model.grid_size())
         if full:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                          scaler=self.scaler.state_dict(), rng=_rng_state(), skip=self.skip,
@@ -330,12 +331,14 @@ class Trainer:
                                           f"step {i + 1} of epoch {epoch + 1}; last.pt saved, resume with "
                                           f"`vitlab train --resume {self.out}`")
                 bar.close()
+                train_seconds = seconds_before + time.perf_counter() - t0
                 lr = self.last_lr
                 loss_n, correct_n, n = self.dist.sum(sums, self.device)
                 val_loss, val_acc, _ = self.evaluate()
                 self.epoch, self.skip, self.partial = epoch + 1, 0, None
                 row = dict(epoch=epoch + 1, train_loss=loss_n / n, train_acc=correct_n / n, val_loss=val_loss,
-                           val_acc=val_acc, lr=lr, seconds=seconds_before + time.perf_counter() - t0)
+                           val_acc=val_acc, lr=lr, seconds=seconds_before + time.perf_counter() - t0,
+                           train_images=int(n), train_seconds=train_seconds)  # the last two: for images/s
                 self.history.append(row)
                 is_best = val_acc > self.best_acc
                 self.best_acc = max(self.best_acc, val_acc)
@@ -347,7 +350,7 @@ class Trainer:
                     self._save("last.pt")
                     write_metrics(self.out / "metrics.csv", self.history)
                     plot_curves(self.out / "curves.png", self.history)
-                    logs.scalars({k: v for k, v in row.items() if k not in ("epoch",)}, epoch + 1)
+                    logs.scalars({k: row[k] for k in COLUMNS if k != "epoch"}, epoch + 1)
                     print(f"epoch {epoch + 1}/{tc.epochs}  train loss {row['train_loss']:.4f} "
                           f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%"
                           f"  lr {lr:.2e}  {row['seconds']:.0f}s" + ("  *best" if is_best else ""), flush=True)

@@ -143,8 +143,12 @@ def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
     qkv_b = lambda *t: torch.cat([heads_bias(x) for x in t], 0)  # noqa: E731
 
     r = _Rules(state)
+    # In a hybrid (R50+ViT-B/16) embedding/kernel is the 1x1 projection (1, 1, 1024, D) of the
+    # ResNet's feature map; the same rule maps it.
     r.add("patch_embed.proj.weight", f"{p}embedding/kernel", conv)
     r.add("patch_embed.proj.bias", f"{p}embedding/bias")
+    if f"{p}conv_root/kernel" in keys:
+        _map_npz_resnet(r, p, conv)
     r.add("cls_token", f"{p}cls")
     for k in (f"{tr}posembed_input/pos_embedding", f"{p}pos_embedding", f"{tr}pos_embedding"):
         r.add("pos_embed", k)
@@ -179,3 +183,36 @@ def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
     return layout, r.out, r.leftover(p)
 
 
+def _map_npz_resnet(r: _Rules, p: str, conv: Callable[[Tensor], Tensor]) -> None:
+    """The ResNet of a Google hybrid .npz (R50+ViT-B_16.npz; key names as timm's
+    ``vision_transformer._load_weights`` reads them) -> vitlab's (timm's) names:
+
+        conv_root/kernel                      -> patch_embed.backbone.stem.conv.weight
+        gn_root/{scale,bias}                  -> patch_embed.backbone.stem.norm.{weight,bias}
+        block{i+1}/unit{j+1}/conv{r}/kernel   -> ...stages.{i}.blocks.{j}.conv{r}.weight
+        block{i+1}/unit{j+1}/gn{r}/{scale,bias} -> ...stages.{i}.blocks.{j}.norm{r}.{weight,bias}
+        block{i+1}/unit{j+1}/conv_proj/kernel -> ...stages.{i}.blocks.{j}.downsample.conv.weight
+        block{i+1}/unit{j+1}/gn_proj/{scale,bias} -> ...stages.{i}.blocks.{j}.downsample.norm.{weight,bias}
+
+    Kernels are HWIO (-> OIHW); GroupNorm parameters are (C,) (or (1, 1, 1, C))."""
+
+    def vec(t: Tensor) -> Tensor:
+        if t.ndim > 1 and any(d != 1 for d in t.shape[:-1]):
+            raise ValueError("expected a vector")
+        return t.reshape(-1)
+
+    keys = r.state.keys()
+    bb = "patch_embed.backbone."
+    r.add(bb + "stem.conv.weight", f"{p}conv_root/kernel", conv)
+    r.add(bb + "stem.norm.weight", f"{p}gn_root/scale", vec)
+    r.add(bb + "stem.norm.bias", f"{p}gn_root/bias", vec)
+    for i in _block_indices(keys, re.escape(p) + r"block(\d+)/"):
+        for j in _block_indices(keys, re.escape(f"{p}block{i}/") + r"unit(\d+)/"):
+            s, t = f"{p}block{i}/unit{j}/", f"{bb}stages.{i - 1}.blocks.{j - 1}."
+            for n in (1, 2, 3):
+                r.add(t + f"conv{n}.weight", f"{s}conv{n}/kernel", conv)
+                r.add(t + f"norm{n}.weight", f"{s}gn{n}/scale", vec)
+                r.add(t + f"norm{n}.bias", f"{s}gn{n}/bias", vec)
+            r.add(t + "downsample.conv.weight", f"{s}conv_proj/kernel", conv)
+            r.add(t + "downsample.norm.weight", f"{s}gn_proj/scale", vec)
+            r.add(t + "downsample.norm.bias", f"{s}gn_proj/bias", vec)
