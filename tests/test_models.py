@@ -102,7 +102,8 @@ def test_list_models_by_family():
     assert vitlab.list_models("resnet") == ["resnet101", "resnet18", "resnet34", "resnet50"]
     assert set(vitlab.list_models("hybrid")) == {"vit_r50_b16", "vit_hybrid_cifar"}
     assert "vit_b16" in vitlab.list_models("vit") and "resnet18" not in vitlab.list_models("vit")
-    assert sorted(vitlab.list_models()) == sorted(sum((vitlab.list_models(f) for f in ("vit", "hybrid", "resnet")), []))
+    assert vitlab.list_models("vt") == ["vt_resnet18", "vt_resnet34", "vt_resnet50"]
+    assert sorted(vitlab.list_models()) == sorted(sum((vitlab.list_models(f) for f in ("vit", "hybrid", "resnet", "vt")), []))
 
 
 # --------------------------------------------------------------------------- ResNet baselines

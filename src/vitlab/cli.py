@@ -140,8 +140,7 @@ def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tupl
     import torch
 
     from . import count_flops, create_model
-    from .models import model_defaults
-    from .models.registry import model_options
+    from .models import model_defaults, model_options
 
     kwargs = {"img_size": img_size} if img_size and "img_size" in model_options(name) else {}
     with torch.device("meta"):
@@ -152,10 +151,6 @@ def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tupl
     return sum(p.numel() for p in model.parameters()), count_flops(model, shape), shape
 
 
-FAMILIES = {"vit": "Vision Transformers", "hybrid": "hybrids: a ResNet stem, then a ViT",
-            "resnet": "ResNet baselines"}
-
-
 def _natural(name: str) -> list:
     """Sort key that puts resnet18 before resnet101 and vit_b8 before vit_b16."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
@@ -163,8 +158,8 @@ def _natural(name: str) -> list:
 
 def _cmd_models(a) -> int:
     from .flops import format_macs
-    from .models import list_models, model_description
-    from .models.registry import model_family
+    from .models import list_models, model_description, model_family
+    from .models.registry import FAMILIES
 
     names = list_models()
     # the known families in their order, then any other a plugin registered
@@ -249,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     m = sub.add_parser("models", help="list registered models by family with parameters and MACs")
-    m.add_argument("--family", help="only this family: vit, hybrid or resnet")
+    m.add_argument("--family", help="only this family: vit, hybrid, resnet or vt")
     m.set_defaults(func=_cmd_models)
 
     f = sub.add_parser("flops", help="parameters and multiply-accumulates of a model")

@@ -153,7 +153,7 @@ def _md_row(cells: list[str]) -> str:
 
 def _duration(s: float) -> str:
     if s < 60:
-        return f"{s:.1f} s"
+        return f"{s:.3g} s"
     s = round(s)
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
@@ -182,8 +182,8 @@ def plot(rows: list[dict]) -> bytes:
     for r in rows:
         ep = [h["epoch"] for h in r["history"]]
         label = r["run"] if r["history"] else f"{r['run']} (no finished epoch)"
-        line, = a.plot(ep, [100 * h["val_acc"] for h in r["history"]], "o-", ms=3, label=label)
-        b.plot(ep, [h["train_loss"] for h in r["history"]], "o-", ms=3, color=line.get_color(), label=label)
+        line, = a.plot(ep, [100 * h["val_acc"] for h in r["history"]], "o-", ms=4, label=label)
+        b.plot(ep, [h["train_loss"] for h in r["history"]], "o-", ms=4, color=line.get_color(), label=label)
     a.set(xlabel="epoch", ylabel="accuracy (%)", title="validation top-1 accuracy")
     b.set(xlabel="epoch", ylabel="loss", title="training loss")
     for ax in (a, b):

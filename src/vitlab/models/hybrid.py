@@ -39,7 +39,10 @@ pads like TensorFlow's 'SAME': the output is ceil(size / stride) and the
 padding, computed from the input size at run time, puts the odd pixel at the
 bottom/right. That is what the Google weights were trained with; PyTorch's
 symmetric padding would shift every stride-2 layer by half a pixel on even
-inputs.
+inputs. The numerics are timm's: w / sqrt(var + 1e-8) and GroupNorm eps 1e-5.
+Google's JAX code (``vit_jax/models_resnet.py``) divides by (std + 1e-5) and
+uses Flax's GroupNorm eps 1e-6; with a GroupNorm after every conv the two
+differ in the last digits only.
 
 ``stem='cifar'`` is for small images (vitlab's own, not the paper's): one
 3x3 stride-1 std-conv + GN + ReLU and no max-pool, and every stage strides
@@ -112,7 +115,8 @@ class StdConv2dSame(nn.Conv2d):
         return F.conv2d(x, self.standardized_weight(), None, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", padding=SAME, eps={self.eps}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding=SAME, eps={self.eps}")
 
 
 class GroupNormAct(nn.GroupNorm):
@@ -120,9 +124,9 @@ class GroupNormAct(nn.GroupNorm):
 
     One module (timm's ``GroupNormAct``), so the parameters are named
     ``norm.weight`` / ``norm.bias`` as in timm. Groups: gcd(32, channels),
-    which is BiT's 32 for every width that is a multiple of 32 (all of
-    R50's) and still divides the channels of small backbones (width 8 gives
-    8 groups; 48 channels give 16).
+    i.e. BiT's 32 whenever the channels are a multiple of 32 (all of R50's
+    and the CIFAR hybrid's), and still a divisor of the channels of smaller
+    backbones (8 channels: 8 groups; 48 channels: 16).
     """
 
     def __init__(self, channels: int, act: bool = True, eps: float = 1e-5):
@@ -250,7 +254,11 @@ class ResNetV2(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """timm's ResNetV2 init: convs Kaiming-normal (fan_out, ReLU gain), GroupNorms (1, 0).
-        Weight standardisation makes the scale of the raw weights irrelevant in the forward pass."""
+        Weight standardisation makes the scale of the raw conv weights irrelevant in the
+        forward pass. Google's ``ResidualUnit`` starts the last GroupNorm of each branch
+        (``gn3``, here ``norm3``) at scale 0, and so does timm's hybrid in effect (its ViT
+        init calls ``ResNetV2.init_weights()``, which zeroes it by default); vitlab keeps
+        scale 1, so that every parameter gets a gradient from the first step."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

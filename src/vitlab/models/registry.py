@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import hybrid, resnet
+from . import hybrid, resnet, vt
 from .vit import SIZES, VisionTransformer
 
 
@@ -30,6 +30,9 @@ class _Entry(typing.NamedTuple):
 
 
 _TABLE: dict[str, _Entry] = {}
+# family -> what it is, in the order `vitlab models` lists them
+FAMILIES = {"vit": "Vision Transformers", "hybrid": "hybrids: a ResNet stem, then a ViT",
+            "resnet": "ResNet baselines", "vt": "VT-ResNets: ResNet stages, then token-based VT modules"}
 
 
 def _options_of(builder) -> dict[str, inspect.Parameter]:
@@ -99,9 +102,14 @@ register("vit_hybrid_cifar", hybrid.vit_hybrid,
          img_size=32, num_classes=10, layers=(2, 2), stem="cifar", width=32, embed_dim=384, depth=7,
          num_heads=12, mlp_dim=384)
 
+# VT-ResNet (Wu et al.): ResNet stages 1-3, then VT modules in place of stage 4.
+for _depth, _n in ((18, 2), (34, 3), (50, 3)):
+    register(f"vt_resnet{_depth}", getattr(vt, f"vt_resnet{_depth}"),
+             f"VT-ResNet-{_depth}: ResNet-{_depth} stages 1-3 + {_n} VT modules, 16 tokens of 1024 channels", "vt")
+
 
 def list_models(family: str | None = None) -> list[str]:
-    """Every registered model name (of one family: 'vit', 'hybrid', 'resnet'), sorted."""
+    """Every registered model name (of one family: 'vit', 'hybrid', 'resnet', 'vt'), sorted."""
     return sorted(n for n, e in _TABLE.items() if family is None or e.family == family)
 
 

@@ -29,34 +29,49 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet as tv
 
 STEMS = ("imagenet", "cifar")
+BLOCKS = {"basic": 1, "bottleneck": 4}  # block kind -> channel expansion of its output
 
 
-class ResNet(tv.ResNet):
-    """torchvision's ResNet with a choice of stem and vitlab's model protocol."""
+class ResNet(nn.Module):
+    """torchvision's ResNet with a choice of stem and vitlab's model protocol.
+
+    The network is built by ``torchvision.models.resnet.ResNet`` and its parts
+    are taken over under their own names, so state dicts are torchvision's.
+    torchvision is imported here, when a ResNet is built, not when vitlab is
+    imported (it takes seconds to import).
+
+    Args:
+        block: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50/101).
+        layers: blocks per stage, e.g. [2, 2, 2, 2].
+    """
 
     first_conv = "conv1"  # the input convolution, adapted by load_pretrained for other channel counts
 
-    def __init__(self, block: type[nn.Module], layers: list[int], in_chans: int = 3, num_classes: int = 1000,
+    def __init__(self, block: str, layers: list[int], in_chans: int = 3, num_classes: int = 1000,
                  stem: str = "imagenet", zero_init_residual: bool = False):
+        super().__init__()
+        from torchvision.models import resnet as tv
+
         if stem not in STEMS:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if in_chans < 1:
             raise ValueError(f"in_chans must be 1 or more, got {in_chans}")
-        super().__init__(block, layers, num_classes=max(num_classes, 1), zero_init_residual=zero_init_residual)
+        net = tv.ResNet(tv.BasicBlock if block == "basic" else tv.Bottleneck, layers,
+                        num_classes=max(num_classes, 1), zero_init_residual=zero_init_residual)
         if stem == "cifar":
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
+            net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
-        self.num_features = 512 * block.expansion
+            net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
+        for name, module in net.named_children():  # conv1, bn1, relu, maxpool, layer1-4, avgpool, fc
+            setattr(self, name, module)
+        self.num_features = 512 * BLOCKS[block]
         self.num_classes = num_classes
         if num_classes <= 0:
             self.fc = nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> last feature map (B, num_features, H/32, W/32) ('cifar' stem: H/8)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -91,7 +106,7 @@ class ResNet(tv.ResNet):
         return set()
 
 
-def _builder(block: type[nn.Module], layers: list[int], depth: int):
+def _builder(block: str, layers: list[int], depth: int):
     def build(in_chans: int = 3, num_classes: int = 1000, stem: str = "imagenet",
               zero_init_residual: bool = False) -> ResNet:
         return ResNet(block, layers, in_chans, num_classes, stem, zero_init_residual)
@@ -102,7 +117,7 @@ def _builder(block: type[nn.Module], layers: list[int], depth: int):
     return build
 
 
-resnet18 = _builder(tv.BasicBlock, [2, 2, 2, 2], 18)
-resnet34 = _builder(tv.BasicBlock, [3, 4, 6, 3], 34)
-resnet50 = _builder(tv.Bottleneck, [3, 4, 6, 3], 50)
-resnet101 = _builder(tv.Bottleneck, [3, 4, 23, 3], 101)
+resnet18 = _builder("basic", [2, 2, 2, 2], 18)
+resnet34 = _builder("basic", [3, 4, 6, 3], 34)
+resnet50 = _builder("bottleneck", [3, 4, 6, 3], 50)
+resnet101 = _builder("bottleneck", [3, 4, 23, 3], 101)

@@ -1,4 +1,5 @@
-"""Load pretrained ViT weights from other codebases into a vitlab model.
+"""Load pretrained weights from other codebases into a vitlab model (a ViT,
+a hybrid, a ResNet).
 
 ``load_pretrained(model, source)`` reads a file (``.npz``, ``.safetensors``,
 ``.pth``/``.pt``/``.bin``, or a Hugging Face model folder) or takes a state
@@ -9,10 +10,14 @@ Layouts (detected from the key names):
 
 - ``timm`` / ``vitlab``: vitlab's parameter names are timm's
   (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.attn.qkv``,
-  ``norm``, ``head``, ``pre_logits.fc``), so the map is the identity. A vitlab
-  training checkpoint ``{"model": state_dict, "model_config": {...}, ...}``
+  ``norm``, ``head``, ``pre_logits.fc``; a hybrid's CNN under
+  ``patch_embed.backbone``), so the map is the identity. A vitlab training
+  checkpoint ``{"model": state_dict, "model_args": {...}, "grid_size": ...}``
   and timm's ``{"state_dict": ...}`` are unwrapped; ``module.`` (DDP) and
   ``_orig_mod.`` (torch.compile) prefixes are removed.
+- ``torchvision`` / own names: a model whose own parameter names the
+  checkpoint uses (torchvision's ResNet state dicts for vitlab's ResNets,
+  whose names are torchvision's) loads by identity.
 - ``hf``: Hugging Face transformers ``ViTForImageClassification`` /
   ``ViTModel``, with or without the ``vit.`` prefix, in the names written to
   files (``encoder.layer.N.attention.attention.query``) and in the names of
@@ -39,17 +44,21 @@ with the ``logging`` module, logger ``vitlab.weights``):
 - Patch grid: the patch part of the position embedding is resampled to the
   model's grid by 2D interpolation (bicubic by default, with antialiasing, as
   timm's ``resample_abs_pos_embed``); the class-token entry is kept aside. The
-  checkpoint's grid is taken from a vitlab checkpoint's ``model_config``, else
+  checkpoint's grid is taken from a vitlab checkpoint's ``grid_size`` (older
+  checkpoints: from ``model_config``), else
   the model's grid when the token counts agree, else assumed square.
 - Class token: a checkpoint with a class token loaded into an 'avg' model (no
   class token) drops the class token and the class entry of ``pos_embed``.
   A position table without a class entry (big_vision, timm
   ``no_embed_class``) loaded into a 'cls' model gives the class token a zero
   position embedding, which is what those models compute.
-- Head: a head whose class count differs from the model's is not loaded; the
-  model keeps a zero-initialised head (``model.zero_head()``), the paper's
-  fine-tuning rule. So does a model loaded from a checkpoint without a head.
-- Input channels: patch-embedding filters for another number of input
+- Head (any model: the layer ``get_classifier()`` returns, ``head`` or a
+  ResNet's ``fc``): a head whose class count differs from the model's is not
+  loaded; the model keeps a zero-initialised head (``model.zero_head()``),
+  the paper's fine-tuning rule. So does a model loaded from a checkpoint
+  without a head.
+- Input channels (any model: its ``first_conv``, the ViT's patch embedding,
+  a ResNet's or hybrid's stem): filters for another number of input
   channels are adapted: summed over the colour channels for a one-channel
   model (grey images such as Fashion-MNIST), repeated cyclically and rescaled
   otherwise (as timm's ``adapt_input_conv``).
@@ -80,16 +89,16 @@ from .read import read, unwrap
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
-# ------------------------------------------------------------------------------------------------
 def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
                     interpolation: str = "bicubic") -> nn.Module:
     """Load ``source`` (a path or a state dict, in timm, Hugging Face, Google
     ``.npz``, big_vision or vitlab layout) into ``model`` and return it.
 
     Args:
-        model: a vitlab ``VisionTransformer``. Any other module loads a
-            checkpoint in its own names (a vitlab checkpoint of a ResNet, say)
-            with the shape checks, without the ViT rules.
+        model: a vitlab model (``create_model``). ViTs and hybrids get the
+            ViT rules (position embeddings, class token, representation
+            layer); every model gets the head and input-channel rules and the
+            shape checks. Any other module loads a checkpoint in its own names.
         source: path to ``.npz``, ``.safetensors``, ``.pth``/``.pt``/``.bin``
             (or a Hugging Face folder holding ``model.safetensors`` or
             ``pytorch_model.bin``), or a state dict / vitlab checkpoint dict.
