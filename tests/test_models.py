@@ -34,7 +34,7 @@ def small_args(name: str) -> dict:
     """Overrides that keep a model's family and width but make it cheap: one block for
     Transformers, an input of two patches per side (ResNets keep their depth)."""
     family = model_family(name)
-    if family == "resnet":
+    if family in ("resnet", "vt"):
         return {}
     if family == "hybrid":
         return {"depth": 1, "img_size": 32}

@@ -30,11 +30,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .head import LinearHead
+
 STEMS = ("imagenet", "cifar")
 BLOCKS = {"basic": 1, "bottleneck": 4}  # block kind -> channel expansion of its output
 
 
-class ResNet(nn.Module):
+class ResNet(LinearHead, nn.Module):
     """torchvision's ResNet with a choice of stem and vitlab's model protocol.
 
     The network is built by ``torchvision.models.resnet.ResNet`` and its parts
@@ -47,6 +49,7 @@ class ResNet(nn.Module):
         layers: blocks per stage, e.g. [2, 2, 2, 2].
     """
 
+    head_name = "fc"
     first_conv = "conv1"  # the input convolution, adapted by load_pretrained for other channel counts
 
     def __init__(self, block: str, layers: list[int], in_chans: int = 3, num_classes: int = 1000,
@@ -83,23 +86,6 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def zero_head(self) -> None:
-        if isinstance(self.fc, nn.Linear):
-            nn.init.zeros_(self.fc.weight)
-            nn.init.zeros_(self.fc.bias)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Swap the head for a zero-initialised one with ``num_classes`` outputs."""
-        self.num_classes = num_classes
-        if hasattr(self, "model_args"):
-            self.model_args["num_classes"] = num_classes
-        device = self.conv1.weight.device
-        self.fc = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.zero_head()
 
     def no_weight_decay(self) -> set[str]:
         """Nothing besides biases and norm parameters (kept out by their shape)."""

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .head import LinearHead
+
 # Model sizes of the paper (Table 1) plus Ti (DeiT/big_vision). One table; the
 # registry decodes names such as ``vit_b16`` from it.
 SIZES: dict[str, dict[str, int]] = {
@@ -214,7 +216,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(LinearHead, nn.Module):
     """ViT. Defaults are ViT-B/16 at 224 px with 1000 classes.
 
     Args:
@@ -331,26 +333,9 @@ class VisionTransformer(nn.Module):
             if self.cls_token is not None:
                 nn.init.normal_(self.cls_token, std=1e-6)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def zero_head(self) -> None:
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
     def no_weight_decay(self) -> set[str]:
         """Parameter names kept out of weight decay besides biases and norms."""
         return {"pos_embed", "cls_token"}
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Swap the head for a zero-initialised one with ``num_classes`` outputs."""
-        self.num_classes = num_classes
-        if hasattr(self, "model_args"):  # rebuilt from a checkpoint with the new head
-            self.model_args["num_classes"] = num_classes
-        device = next(self.parameters()).device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.zero_head()
 
     # -- forward --------------------------------------------------------------------------------
     def _sincos(self, grid: tuple[int, int]) -> torch.Tensor:

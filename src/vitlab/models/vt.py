@@ -91,6 +91,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .head import LinearHead
 from .resnet import BLOCKS, ResNet
 
 TOKENIZERS = ("filter", "pooling")
@@ -237,9 +239,10 @@ class VTModule(nn.Module):
         return (self.projector(x, t) if self.projector is not None else x), t
 
 
-class VTResNet(nn.Module):
+class VTResNet(LinearHead, nn.Module):
     """ResNet stages 1-3, then VT modules in place of stage 4, then the token head."""
 
+    head_name = "fc"
     first_conv = "conv1"
 
     def __init__(self, block: str, layers: list[int], num_modules: int, in_chans: int = 3,
@@ -300,23 +303,6 @@ class VTResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def zero_head(self) -> None:
-        if isinstance(self.fc, nn.Linear):
-            nn.init.zeros_(self.fc.weight)
-            nn.init.zeros_(self.fc.bias)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Swap the head for a zero-initialised one with ``num_classes`` outputs."""
-        self.num_classes = num_classes
-        if hasattr(self, "model_args"):
-            self.model_args["num_classes"] = num_classes
-        device = self.conv1.weight.device
-        self.fc = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        self.zero_head()
 
     def no_weight_decay(self) -> set[str]:
         return set()

@@ -30,6 +30,10 @@ Layouts (detected from the key names):
   ``embedding/kernel``, ``cls``, ``Transformer/posembed_input/pos_embedding``,
   ``Transformer/encoder_norm``, ``pre_logits``, ``head``), optionally under
   ``opt/target/``.
+  The hybrid R50+ViT-B/16 file (``R50+ViT-B_16.npz``) adds the ResNet-v2
+  stem: ``conv_root``, ``gn_root``, ``block{i}/unit{j}/conv{1,2,3}``,
+  ``gn{1,2,3}``, ``conv_proj``, ``gn_proj``; its ``embedding`` is then the 1x1
+  projection of the CNN's feature map.
 - ``big_vision``: google-research/big_vision ``.npz`` (``params/`` or
   ``params/img/`` prefix; blocks ``LayerNorm_0, MultiHeadDotProductAttention_0,
   LayerNorm_1, MlpBlock_0``; a top-level ``pos_embedding`` without a class-token
