@@ -194,6 +194,9 @@ def apply(cfg: Config, key: str, value: Any) -> None:
     setattr(getattr(cfg, section), name, _coerce(key, value, types_[name]))
 
 
+_FROM_DATASET = ("in_chans", "num_classes")  # model options the trainer sets from the dataset
+
+
 def check_model(cfg: Config) -> None:
     """Check ``model:`` against the named model's builder: every key one of its
     options, every value of the option's type; None values are dropped (they
@@ -206,14 +209,14 @@ def check_model(cfg: Config) -> None:
     except ValueError as e:  # unknown model: the message names the closest one
         raise UserError(f"model.name: {e}") from None
     types_ = option_types(name)
+    settable = [k for k in options if k not in _FROM_DATASET]
     checked = {}
     for key, value in cfg.model.args.items():
-        if key in ("in_chans", "num_classes"):
+        if key in _FROM_DATASET:
             raise UserError(f"model.{key} comes from the dataset (data.name); remove it from the config")
         if key not in options:
-            close = difflib.get_close_matches(key, [k for k in options if k not in ("in_chans", "num_classes")], n=1)
-            hint = (f" (did you mean 'model.{close[0]}'?)" if close else
-                    f"; its options: {', '.join(k for k in options if k not in ('in_chans', 'num_classes'))}")
+            close = difflib.get_close_matches(key, settable, n=1)
+            hint = f" (did you mean 'model.{close[0]}'?)" if close else f"; its options: {', '.join(settable)}"
             raise UserError(f"model {name!r} has no option 'model.{key}'{hint}")
         if value is not None:
             checked[key] = _coerce(f"model.{key}", value, types_[key])
