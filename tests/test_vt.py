@@ -79,10 +79,12 @@ def test_pooling_tokenizer_averages_cells(x):
     assert a is None and torch.allclose(t[:, 0], top_left @ tok.value.weight.T, atol=1e-5)
 
 
-@pytest.mark.parametrize("scale, heads", [(True, 1), (False, 1), (True, 2)])
-def test_transformer_is_eqs_3_and_4(scale, heads):
+@pytest.mark.parametrize("scale, heads, norm", [(True, 1, False), (False, 1, False), (True, 2, False),
+                                               (True, 1, True)])
+def test_transformer_is_eqs_3_and_4(scale, heads, norm):
     torch.manual_seed(0)
-    tr = _randomise(TokenTransformer(CT, CT // 2, heads=heads, attn_scale=scale))
+    tr = _randomise(TokenTransformer(CT, CT // 2, heads=heads, attn_scale=scale, norm=norm))
+    ln = (lambda z, m: torch.nn.functional.layer_norm(z, (CT,), m.weight, m.bias)) if norm else (lambda z, m: z)
     t = torch.randn(B, L, CT)
     out, attn = tr(t, return_attn=True)
     dk = CT // 2 // heads
@@ -92,8 +94,8 @@ def test_transformer_is_eqs_3_and_4(scale, heads):
     a = torch.softmax(logits, dim=-1)  # over L
     assert torch.allclose(attn, a, atol=1e-6)
     mixed = (a @ t.reshape(B, L, heads, CT // heads).transpose(1, 2)).transpose(1, 2).reshape(B, L, CT)
-    t1 = t + mixed  # eq. (3)
-    expect = t1 + torch.relu(t1 @ tr.f1.weight.T) @ tr.f2.weight.T  # eq. (4)
+    t1 = ln(t + mixed, tr.norm1)  # eq. (3) (norm=True: post-norm)
+    expect = ln(t1 + torch.relu(t1 @ tr.f1.weight.T) @ tr.f2.weight.T, tr.norm2)  # eq. (4)
     assert torch.allclose(out, expect, atol=1e-4)
 
 
@@ -154,7 +156,7 @@ def test_per_image_output_does_not_depend_on_the_batch(name):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"tokenizer": "pooling"}, {"recurrent_half": True, "pos_encoding": True},
-                                    {"heads": 4, "attn_scale": False}])
+                                    {"heads": 4, "attn_scale": False, "norm": True}])
 def test_gradients_reach_every_vt_parameter(kwargs):
     torch.manual_seed(0)
     model = vitlab.create_model("vt_resnet18", num_classes=5, stem="cifar", **kwargs)

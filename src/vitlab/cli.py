@@ -206,6 +206,16 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_analyze(a) -> int:
+    from .analysis.analyze import analyze_checkpoint
+
+    lines = analyze_checkpoint(a.checkpoint, a.out, images=a.images, num_images=a.num_images,
+                               distance_images=a.distance_images, overrides=a.set)
+    print("\n".join(line for line in lines if line.startswith(("- ", "#", "Numbers")) or "top-1" in line))
+    print(f"report: {Path(a.out) / 'report.md'}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line (exit code 2)."""
 
@@ -242,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    an = sub.add_parser("analyze", help="attention rollout, attention distance, position embeddings, filters, "
+                                        "errors: pictures and report.md")
+    an.add_argument("checkpoint")
+    an.add_argument("--out", required=True, help="folder for the pictures and report.md (new or empty)")
+    an.add_argument("--images", nargs="+", default=[], metavar="IMAGE",
+                    help="image files to analyse (default: the run's validation images; errors need these)")
+    an.add_argument("--num-images", type=int, default=8, help="images in the rollout picture")
+    an.add_argument("--distance-images", type=int, default=128, help="images averaged for the attention distance")
+    an.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
+    an.set_defaults(func=_cmd_analyze)
 
     m = sub.add_parser("models", help="list registered models by family with parameters and MACs")
     m.add_argument("--family", help="only this family: vit, hybrid, resnet or vt")

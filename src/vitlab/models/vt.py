@@ -43,8 +43,16 @@ What the main text leaves open, and the defaults chosen here:
   from the tokenizer's attention maps, pooled to 7x7 and projected to C_T, is
   added to the tokens (the appendix concatenates a narrow code; adding keeps
   the token width). Off by default, as in the paper's main results.
-- No normalisation layer inside the VT modules, as the equations; the
-  ResNet stages before them keep their batch norms.
+- ``norm``: False, no normalisation layer inside the VT modules, as the
+  equations (the ResNet stages before them keep their batch norms).
+  ``norm=True`` puts a LayerNorm after each residual sum of the transformer
+  (post-norm), as torch's ``nn.TransformerEncoderLayer``, on which the code
+  listing of the arXiv version builds its transformer. Without normalisation
+  the token path has no bound on its scale: SGD at lr 0.1 from the first step
+  diverged on CIFAR-10 (a NaN loss at step 7; with ``norm=True`` the loss
+  still rose above 100 within 15 steps); a 1-epoch warmup with gradient
+  clipping at norm 5 trained stably, and the presets use them
+  (configs/cifar10_vt_resnet18.yaml).
 - The last VT module has no projector: the classifier reads the tokens ("a
   standard average pool and fully-connected layer" over the tokens), so a
   feature map projected after it would be computed for nothing.
@@ -161,8 +169,12 @@ class PoolingTokenizer(nn.Module):
 class TokenTransformer(nn.Module):
     """Eqs. (3)-(4) on the L tokens."""
 
-    def __init__(self, channels: int, key_channels: int, heads: int = 1, attn_scale: bool = True):
+    def __init__(self, channels: int, key_channels: int, heads: int = 1, attn_scale: bool = True,
+                 norm: bool = False):
         super().__init__()
+        # norm: LayerNorm after each residual sum (post-norm); see the module docstring
+        self.norm1 = nn.LayerNorm(channels) if norm else nn.Identity()
+        self.norm2 = nn.LayerNorm(channels) if norm else nn.Identity()
         if key_channels % heads or channels % heads:
             raise ValueError(f"heads ({heads}) must divide token_channels ({channels}) and "
                              f"key_channels ({key_channels})")
@@ -180,8 +192,8 @@ class TokenTransformer(nn.Module):
         q = self.query(t).reshape(b, n, h, -1).transpose(1, 2)
         attn = _softmax_attention((k @ q.transpose(-2, -1)) * self.scale, dim=-1)  # (B, h, L, L), over L
         mixed = attn @ t.reshape(b, n, h, -1).transpose(1, 2)  # the tokens themselves, no value projection
-        t = t + mixed.transpose(1, 2).reshape(b, n, c)  # T'
-        t = t + self.f2(F.relu(self.f1(t)))  # T_out
+        t = self.norm1(t + mixed.transpose(1, 2).reshape(b, n, c))  # T'
+        t = self.norm2(t + self.f2(F.relu(self.f1(t))))  # T_out
         return (t, attn) if return_attn else t
 
 
@@ -208,7 +220,7 @@ class VTModule(nn.Module):
 
     def __init__(self, channels: int, num_tokens: int, token_channels: int, tokenizer: str,
                  key_channels: int, heads: int, attn_scale: bool, recurrent_half: bool, pos_encoding: bool,
-                 project: bool):
+                 project: bool, norm: bool = False):
         super().__init__()
         if tokenizer == "filter":
             self.tokenizer = FilterTokenizer(channels, num_tokens, token_channels)
@@ -224,7 +236,7 @@ class VTModule(nn.Module):
             if tokenizer == "pooling":
                 raise ValueError("pos_encoding needs attention maps: use the filter tokenizer")
             self.pos = nn.Linear(POS_GRID[0] * POS_GRID[1], token_channels, bias=False)  # W_{A->P}
-        self.transformer = TokenTransformer(token_channels, key_channels, heads, attn_scale)
+        self.transformer = TokenTransformer(token_channels, key_channels, heads, attn_scale, norm)
         self.projector = Projector(channels, token_channels, attn_scale) if project else None
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor | None, size: tuple[int, int]):
@@ -249,7 +261,7 @@ class VTResNet(LinearHead, nn.Module):
                  num_classes: int = 1000, stem: str = "imagenet", tokenizer: str = "filter", num_tokens: int = 16,
                  token_channels: int = 1024, channels: int | None = None, key_channels: int | None = None,
                  heads: int = 1, attn_scale: bool = True, recurrent: bool = True, recurrent_half: bool = False,
-                 pos_encoding: bool = False, zero_init_residual: bool = False):
+                 pos_encoding: bool = False, norm: bool = False, zero_init_residual: bool = False):
         super().__init__()
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
@@ -271,7 +283,7 @@ class VTResNet(LinearHead, nn.Module):
             VTModule(channels, num_tokens, token_channels,
                      "pooling" if tokenizer == "pooling" else ("recurrent" if i and recurrent else "filter"),
                      key_channels, heads, attn_scale, recurrent_half, pos_encoding,
-                     project=i < num_modules - 1)
+                     project=i < num_modules - 1, norm=norm)
             for i in range(num_modules)])
         self.num_features = token_channels
         self.num_classes = num_classes
@@ -312,10 +324,10 @@ def _builder(block: str, layers: list[int], num_modules: int, depth: int):
     def build(in_chans: int = 3, num_classes: int = 1000, stem: str = "imagenet", tokenizer: str = "filter",
               num_tokens: int = 16, token_channels: int = 1024, channels: int = 256, key_channels: int | None = None,
               heads: int = 1, attn_scale: bool = True, recurrent: bool = True, recurrent_half: bool = False,
-              pos_encoding: bool = False, zero_init_residual: bool = False) -> VTResNet:
+              pos_encoding: bool = False, norm: bool = False, zero_init_residual: bool = False) -> VTResNet:
         return VTResNet(block, layers, num_modules, in_chans, num_classes, stem, tokenizer, num_tokens,
                         token_channels, channels, key_channels, heads, attn_scale, recurrent, recurrent_half,
-                        pos_encoding, zero_init_residual)
+                        pos_encoding, norm, zero_init_residual)
 
     build.__name__ = build.__qualname__ = f"vt_resnet{depth}"
     build.__doc__ = f"VT-ResNet-{depth}: ResNet-{depth} stages 1-3, then {num_modules} VT modules."
