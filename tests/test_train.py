@@ -178,7 +178,7 @@ def test_resume_after_sigint_mid_epoch_is_exact(tmp_path, data_root, straight_ru
     err = capsys.readouterr().err
     assert "stopped by signal SIGINT after step 2 of epoch 2" in err and "--resume" in err
     ckpt = checkpoint.load(out / "last.pt")
-    assert (ckpt["epoch"], ckpt["skip"]) == (1, 2)
+    assert (ckpt["epoch"], ckpt["skip_samples"]) == (1, 2 * 16)  # 2 steps of batch 16
     assert signal.getsignal(signal.SIGINT) is handler  # the trainer put the handler back
     monkeypatch.undo()
 

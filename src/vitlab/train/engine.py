@@ -12,8 +12,16 @@ epoch start and saved in checkpoints, so a resumed CPU run ends with the same
 weights and metrics as an uninterrupted one.
 
 Distributed: launched by ``torchrun``, each process takes every
-WORLD_SIZE-th sample; gradients are averaged by DistributedDataParallel and
-only rank 0 writes files.
+WORLD_SIZE-th sample of the epoch's order, padded so that every rank runs the
+same number of steps (``vitlab.train.loader``); ``train.batch_size`` is per
+process. Gradients are averaged by DistributedDataParallel (not all-reduced on
+the micro-steps of gradient accumulation); model randomness (dropout,
+drop-path, Mixup) is seeded per rank, data order and augmentation from (seed,
+epoch) alone. A non-finite loss or a signal on any rank stops every rank at
+the same step; the epoch's partial sums are all-reduced before they are
+saved, so a run stopped in the middle of an epoch resumes with any number of
+processes. Evaluation covers the whole split exactly once, with the batch-norm
+statistics of rank 0 (the ones saved). Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -147,6 +155,19 @@ class _Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def any(self, flags: list[bool], device) -> list[bool]:
+        """Each flag true on every rank if it is true on some rank."""
+        if self.world == 1:
+            return flags
+        t = torch.tensor(flags, dtype=torch.int32, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def seed(self, base: int) -> int:
+        """The seed of this rank's model randomness: ``base`` on rank 0 (a one-process
+        run is unchanged), distinct on every other rank."""
+        return base + self.rank * 1_000_000_009
+
 
 def _init_distributed(device_name: str) -> tuple[_Dist, str]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -206,17 +227,20 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, tc)
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.amp == "fp16")
-        self.net = self.model
+        self.net = self.eval_net = self.model
+        self.ddp = None
         if self.dist.world > 1:
-            self.net = nn.parallel.DistributedDataParallel(
+            self.net = self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if tc.compile:
             self.net = torch.compile(self.net)
+            self.eval_net = self.net if self.ddp is None else torch.compile(self.model)
 
-        self.epoch, self.skip, self.best_acc, self.history = 0, 0, -1.0, []
+        self.epoch, self.best_acc, self.history = 0, -1.0, []
+        self.skip = 0  # samples of this epoch's order trained on (all ranks together)
         self.partial = None  # sums of a half-done epoch, restored on resume
-        if resume:
-            self._restore(checkpoint.load(self.out / "last.pt", map_location=self.device))
+        if resume:  # read to the CPU first: the RNG states must stay there; the optimizer moves its own
+            self._restore(checkpoint.load(self.out / "last.pt", map_location="cpu"))
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in self.out.glob(".*.tmp"):  # left by a process killed while writing a file
@@ -227,6 +251,7 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------------
     def _batches(self, epoch: int, train: bool, skip: int = 0):
+        """This rank's batches of an epoch, without the order's first ``skip`` samples."""
         tc = self.cfg.train
         ds = self.train_ds if train else self.val_ds
         bs = tc.batch_size if train else (tc.eval_batch_size or 2 * tc.batch_size)
@@ -257,8 +282,8 @@ class Trainer:
             state["grid_size"] = tuple(model.grid_size())
         if full:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         scaler=self.scaler.state_dict(), rng=_rng_state(), skip=self.skip,
-                         partial=self.partial)
+                         scaler=self.scaler.state_dict(), rng=_rng_state(), skip_samples=self.skip,
+                         world_size=self.dist.world, partial=self.partial)
         return state
 
     def _restore(self, ckpt: dict) -> None:
@@ -271,8 +296,20 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.best_acc, self.history = ckpt["epoch"], ckpt["best_acc"], ckpt["history"]
-        self.skip, self.partial = ckpt.get("skip", 0), ckpt.get("partial")
-        self._resume_rng = ckpt["rng"]
+        # before 0.4 the position in the epoch was counted in batches of a one-process run
+        self.skip = ckpt.get("skip_samples", ckpt.get("skip", 0) * self.cfg.train.batch_size)
+        self.partial = ckpt.get("partial")
+        if self.partial is not None and not self.dist.main:  # rank 0 carries the all-reduced sums
+            self.partial = {**self.partial, "sums": [0.0, 0.0, 0.0]}
+        # The saved RNG state is rank 0's: restored exactly by a one-process run of a one-process
+        # checkpoint; with several processes each rank reseeds from (seed, epoch, position, rank).
+        same = self.dist.world == 1 and ckpt.get("world_size", 1) == 1
+        self._resume_rng = ckpt["rng"] if same else None
+
+    @property
+    def steps_done(self) -> int:
+        """Batches of the current epoch already trained on by each rank (for messages)."""
+        return -(-self.skip // (self.cfg.train.batch_size * self.dist.world))
 
     def _save(self, name: str, full: bool = True) -> None:
         if self.dist.main:
@@ -295,41 +332,56 @@ class Trainer:
             while self.epoch < tc.epochs:
                 epoch = self.epoch
                 t0 = time.perf_counter()
+                base_seed = tc.seed * 1_000_003 + epoch
                 if self.partial is None:
-                    seed_everything(tc.seed * 1_000_003 + epoch)
+                    seed_everything(self.dist.seed(base_seed))
                     sums = [0.0, 0.0, 0.0]  # loss x n, correct, n
                     seconds_before = 0.0
                 else:  # resuming in the middle of this epoch
-                    _set_rng_state(self._resume_rng)
-                    sums, seconds_before = self.partial["sums"], self.partial["seconds"]
+                    if self._resume_rng is not None:
+                        _set_rng_state(self._resume_rng)
+                    else:
+                        seed_everything(self.dist.seed(base_seed * 1_000_000_007 + self.skip))
+                    sums, seconds_before = list(self.partial["sums"]), self.partial["seconds"]
                 self.net.train()
-                batches = self._batches(epoch, train=True, skip=self.skip)
-                bar = tqdm(total=len(batches) + self.skip, initial=self.skip, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                start, done_before = self.skip, self.steps_done
+                batches = self._batches(epoch, train=True, skip=start)
+                n_batches = len(batches)
+                bar = tqdm(total=n_batches + done_before, initial=done_before, desc=f"epoch {epoch + 1}/{tc.epochs}",
                            disable=None if (tc.progress and self.dist.main) else True, leave=False,
                            dynamic_ncols=True)
                 seen_t, seen_n = time.perf_counter(), 0
-                for i, (x, y) in enumerate(batches, start=self.skip):
-                    loss_sum, correct = self._step(x, y, i, len(batches) + self.skip)
+                for j, (x, y) in enumerate(batches):
+                    # micro-batch j of the optimizer step j // accum_steps; the last group may be shorter
+                    first = j - j % tc.accum_steps
+                    group = min(tc.accum_steps, n_batches - first)
+                    step_done = j + 1 == first + group
+                    loss_sum, correct = self._step(x, y, step_done, group)
                     sums[0] += loss_sum
                     sums[1] += correct
                     sums[2] += len(y)
                     seen_n += len(y)
-                    if not math.isfinite(sums[0]):
-                        raise NonFiniteLoss(f"loss became {sums[0]} at epoch {epoch + 1}, step {i + 1}")
-                    if bar.disable is False and (i % 10 == 0 or i + 1 == len(batches) + self.skip):
+                    # decided on every rank together, so that no rank waits in a collective for another;
+                    # stop only after an optimizer step: the gradients accumulated so far are not saved
+                    bad, stop = self.dist.any([not math.isfinite(sums[0]),
+                                               self.stop_signal is not None and step_done], self.device)
+                    if bad:
+                        what = sums[0] if not math.isfinite(sums[0]) else "non-finite on another rank"
+                        raise NonFiniteLoss(f"loss became {what} at epoch {epoch + 1}, step {done_before + j + 1}")
+                    if bar.disable is False and (j % 10 == 0 or j + 1 == n_batches):
                         rate = seen_n / max(time.perf_counter() - seen_t, 1e-9)
                         bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{100 * sums[1] / sums[2]:.2f}",
                                         lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")
                     bar.update(1)
-                    # stop only after an optimizer step: the gradients accumulated so far are not saved
-                    step_done = (i + 1) % tc.accum_steps == 0 or i + 1 == len(batches) + self.skip
-                    if self.stop_signal is not None and step_done:
-                        self.skip = i + 1
-                        self.partial = {"sums": sums, "seconds": seconds_before + time.perf_counter() - t0}
+                    if stop:
+                        self.skip = start + seen_n * self.dist.world  # every rank's batches are the same size
+                        self.partial = {"sums": self.dist.sum(sums, self.device),
+                                        "seconds": seconds_before + time.perf_counter() - t0}
                         self._save("last.pt")
-                        raise Interrupted(f"stopped by signal {signal.Signals(self.stop_signal).name} after "
-                                          f"step {i + 1} of epoch {epoch + 1}; last.pt saved, resume with "
-                                          f"`vitlab train --resume {self.out}`")
+                        name = (f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal
+                                else "a signal to another rank")
+                        raise Interrupted(f"stopped by {name} after step {done_before + j + 1} of epoch {epoch + 1}; "
+                                          f"last.pt saved, resume with `vitlab train --resume {self.out}`")
                 bar.close()
                 train_seconds = seconds_before + time.perf_counter() - t0
                 lr = self.last_lr
@@ -364,18 +416,22 @@ class Trainer:
                 "epochs": len(self.history), "seconds": sum(r["seconds"] for r in self.history),
                 "out": str(self.out)}
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, i: int, n_batches: int) -> tuple[float, float]:
-        """Forward and backward of one batch; an optimizer step every
-        ``accum_steps`` batches. Returns (summed loss, correct count)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, step_done: bool, group: int) -> tuple[float, float]:
+        """Forward and backward of one batch of a group of ``group`` micro-batches
+        whose gradients are averaged; the optimizer steps after the group's last
+        (``step_done``). Returns (summed loss, correct count)."""
         tc = self.cfg.train
         hard = y
         if self.mixer is not None:
             x, y = self.mixer(x, y)
-        with self._autocast():
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
-        self.scaler.scale(loss / tc.accum_steps).backward()
-        if (i + 1) % tc.accum_steps == 0 or i + 1 == n_batches:
+        # the gradient all-reduce runs once per optimizer step, not on every micro-batch
+        sync = contextlib.nullcontext() if step_done or self.ddp is None else self.ddp.no_sync()
+        with sync:
+            with self._autocast():
+                logits = self.net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
+            self.scaler.scale(loss / group).backward()
+        if step_done:
             if tc.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
@@ -392,11 +448,14 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
         """(loss, top-1, top-5) on the validation set."""
-        self.net.eval()
+        if self.ddp is not None:  # every rank evaluates with rank 0's buffers (batch-norm statistics)
+            for b in self.model.buffers():
+                dist.broadcast(b, 0)
+        self.eval_net.eval()
         sums = [0.0, 0.0, 0.0, 0.0]
-        for x, y in self._batches(0, train=False):
+        for x, y in self._batches(0, train=False):  # the ranks' shards may differ in size: no DDP here
             with self._autocast():
-                logits = self.net(x).float()
+                logits = self.eval_net(x).float()
             sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
             sums[1] += (top[:, 0] == y).sum().item()

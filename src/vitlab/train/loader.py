@@ -3,7 +3,19 @@
 The order of the samples and all augmentation randomness of an epoch come
 from a generator seeded with (seed, epoch), so a run resumed after an
 interruption sees exactly the batches it would have seen, also from the
-middle of an epoch (``skip`` batches are left out).
+middle of an epoch (the first ``skip`` samples of the epoch's order are left out).
+
+Several processes (``world`` > 1): the training order is cut into ``world``
+interleaved shards, rank r taking samples r, r + world, ...; the order (what
+is left of it after ``skip``) is first padded with the epoch's first samples
+to a multiple of ``world``, as ``DistributedSampler`` does, so every rank runs
+the same number of steps (a few images are seen twice in such an epoch).
+Rank r's k-th batch and the other ranks' k-th batches together are exactly
+the k-th batch of one process with ``world`` times the batch size, so the
+samples consumed after k steps are the first k x batch x world of the order,
+whatever the world size: ``skip`` counts samples, and a run stopped with one
+number of processes resumes with another. Evaluation is not padded: each
+sample is seen by exactly one rank.
 
 Two paths:
 - in-memory datasets (IDX, CIFAR archives) whose training transforms are only
@@ -24,6 +36,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def shard(order: torch.Tensor, rank: int, world: int, skip: int = 0, pad: bool = True) -> torch.Tensor:
+    """Rank ``rank``'s share of an epoch's sample ``order`` after its first ``skip``
+    samples: every ``world``-th, the rest padded (``pad``) with the epoch's first
+    samples to a multiple of ``world`` so that every rank gets as many."""
+    rest = order[skip:]
+    short = (-len(rest)) % world if pad else 0
+    if short and len(order):
+        rest = torch.cat([rest, order.repeat(-(-short // len(order)))[:short]])
+    return rest[rank::world]
 
 
 def _unwrap(ds: Dataset) -> tuple[Dataset, torch.Tensor | None]:
@@ -55,6 +78,7 @@ class TensorBatches:
     def __init__(self, ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, device,
                  seed: int, epoch: int, rank: int = 0, world: int = 1, skip: int = 0,
                  drop_last: bool = False):
+        # skip: samples of the epoch's order already trained on (see the module docstring)
         base, idx = _unwrap(ds)
         self.images = base.images if idx is None else base.images[idx]  # (N, C, H, W) uint8
         targets = torch.as_tensor(base.targets, dtype=torch.long)
@@ -71,9 +95,9 @@ class TensorBatches:
         # All the epoch's random numbers are drawn up front, so skipping batches is free.
         self.offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
         self.flips = torch.rand(n, generator=g) < 0.5
-        order = order[rank::world]
+        order = shard(order, rank, world, skip, pad=train)
         nb = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
-        self.batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(skip, nb)]
+        self.batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(nb)]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -132,13 +156,15 @@ class _SeededItems(Dataset):
 
 def make_batches(ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, device, seed: int,
                  epoch: int, rank: int = 0, world: int = 1, skip: int = 0, num_workers: int = 0):
-    """An iterable of (images, labels) batches on ``device`` for one epoch."""
+    """An iterable of (images, labels) batches on ``device`` for one epoch: rank
+    ``rank`` of ``world``'s share, without the first ``skip`` samples of the
+    epoch's order."""
     if fast_path_ok(ds, data_cfg, train, info):
         return TensorBatches(ds, batch_size, train=train, data_cfg=data_cfg, info=info, device=device,
                              seed=seed, epoch=epoch, rank=rank, world=world, skip=skip)
     g = epoch_generator(seed, epoch)
     order = torch.randperm(len(ds), generator=g) if train else torch.arange(len(ds))
-    order = order[rank::world][skip * batch_size:].tolist()
+    order = shard(order, rank, world, skip, pad=train).tolist()
     loader = DataLoader(_SeededItems(ds, seed, epoch) if train else ds, batch_size=batch_size, sampler=order,
                         num_workers=num_workers, generator=g, pin_memory=torch.device(device).type == "cuda",
                         persistent_workers=False)
