@@ -14,11 +14,12 @@ import pytest
 import torch
 
 import vitlab
-from vitlab.analysis import (attention_rollout, mean_attention_distance, patch_filter_components,
+from vitlab.analysis import (NotAnalysable, attention_rollout, mean_attention_distance, patch_filter_components,
                              plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
                              plot_rollout, pos_embed_similarity)
 from vitlab.analysis.rollout import discard_lowest, rollout
 from vitlab.errors import UserError
+from vitlab.models.vit import POS_EMBEDS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,7 +208,9 @@ def manual_attention(model, x):
         b, n, d = tokens.shape
         heads = blk.attn.num_heads
         q, k, _ = blk.attn.qkv(blk.norm1(tokens)).reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-        out.append((q @ k.transpose(-2, -1) / math.sqrt(d // heads)).softmax(-1))
+        logits = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
+        bias = blk.attn.relative_bias()  # pos_embed='relative': (heads, N, N) on the logits; else None
+        out.append((logits if bias is None else logits + bias).softmax(-1))
         tokens = blk(tokens)
     return out
 
@@ -220,8 +223,8 @@ def expected_rollout(maps, prefix, grid):
     return (row / row.amax(-1, keepdim=True)).reshape(-1, *grid)
 
 
-@pytest.mark.parametrize("pool,pos_embed", [("cls", "learned"), ("cls", "sincos"), ("avg", "learned"),
-                                            ("avg", "sincos"), ("cls", "hybrid")])
+@pytest.mark.parametrize("pool,pos_embed", [(pool, pe) for pe in POS_EMBEDS for pool in ("cls", "avg")]
+                         + [("cls", "hybrid")])
 def test_real_models(pool, pos_embed, hybrid, images):
     model = hybrid if pos_embed == "hybrid" else tiny_vit(pool, pos_embed)
     grid, heads, depth = ((8, 8), 12, 1) if model is hybrid else ((4, 4), 3, 2)
@@ -242,7 +245,11 @@ def test_real_models(pool, pos_embed, hybrid, images):
     assert dist.shape == (depth, heads)
     patch = 32 / grid[0]  # 8 px for the ViT, the CNN's stride 4 for the hybrid
     assert ((dist > 0) & (dist <= math.dist((0, 0), (patch * (grid[0] - 1),) * 2))).all()
-    assert pos_embed_similarity(model).shape == (grid[0] * grid[1],) * 2
+    if pos_embed in ("none", "relative"):  # no per-patch embedding to compare
+        with pytest.raises(NotAnalysable, match=f"pos_embed='{pos_embed}' has no"):
+            pos_embed_similarity(model)
+    else:
+        assert pos_embed_similarity(model).shape == (grid[0] * grid[1],) * 2
     if model is not hybrid:
         assert patch_filter_components(model).shape == (28, 3, 8, 8)
 

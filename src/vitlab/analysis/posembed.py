@@ -7,9 +7,12 @@ other patches. Trained ViTs learn embeddings whose similarity falls off with
 distance and shows row-column structure, although nothing in a learned table
 tells the model that the patches lie on a grid.
 
-Works for learned tables (``pos_embed``, (1, prefix + N, D)) and for the fixed
-sin-cos table (``pos_table``); the class token's entry is left out. The
-table is the one of the build-time grid (``grid_size()``).
+Works for learned tables (``pos_embed``, (1, prefix + N, D)), for the fixed
+sin-cos table (``pos_table``) and for 2-D learned embeddings
+(pos_embed='learned_2d': the per-patch embeddings concat(X[col], Y[row]) as the
+model adds them); the class token's entry is left out. The table is the one of
+the build-time grid (``grid_size()``). A model with pos_embed='none' or
+'relative' has no per-patch embedding and is refused (``NotAnalysable``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,17 @@ from ._common import NotAnalysable, model_name, require_vit
 def patch_position_table(model) -> torch.Tensor:
     """The patches' position embeddings (N, D), raster order, class-token entry dropped."""
     require_vit(model, "position embedding similarity")
-    table = getattr(model, "pos_embed", None)
+    kind = getattr(model, "pos_embed_type", None)
+    if kind == "none":
+        raise NotAnalysable(f"model {model_name(model)!r}: pos_embed='none' has no position embedding "
+                            f"to compare")
+    if kind == "relative":
+        raise NotAnalysable(f"model {model_name(model)!r}: pos_embed='relative' has no per-patch embedding "
+                            f"(its position information is a bias on the attention logits)")
+    if kind == "learned_2d":  # assembled from the X and Y tables by the model itself
+        table = model.position_embeddings()
+    else:
+        table = getattr(model, "pos_embed", None)
     if table is None:
         table = getattr(model, "pos_table", None)  # the fixed sin-cos table is a buffer
     if table is None:

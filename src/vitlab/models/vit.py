@@ -12,9 +12,9 @@ The model, top to bottom:
 
     image (B, C, H, W)
       -> PatchEmbed: conv, kernel = stride = patch      (B, N, D), N = H/p * W/p
-      -> [class token] + position embedding, dropout     (B, N+1, D)
-      -> depth x Block (pre-norm):
-             x = x + DropPath(Attention(LayerNorm(x)))
+      -> [class token] + position embedding, dropout     (B, N+1, D)   (``pos_embed``: see
+      -> depth x Block (pre-norm):                                        VisionTransformer)
+             x = x + DropPath(Attention(LayerNorm(x)))   'relative': a bias on the logits instead
              x = x + DropPath(Mlp(LayerNorm(x)))           Mlp: D -> mlp_dim -> D, exact GELU
       -> LayerNorm (eps 1e-6)                             forward_features returns this
       -> pool: class token ('cls') or mean of tokens ('avg', no class token)
@@ -31,6 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .head import LinearHead
+
+# The position-embedding options (the paper's ablation, section 4.5 and appendix D.4).
+POS_EMBEDS = ("none", "learned", "learned_2d", "sincos", "relative")
+# the parameters of a relative position bias, in each block's attention
+_REL_PARAMS = ("relative_position_bias_table", "relative_position_bias_cls")
 
 # Model sizes of the paper (Table 1) plus Ti (DeiT/big_vision). One table; the
 # registry decodes names such as ``vit_b16`` from it.
@@ -94,6 +99,31 @@ def resample_grid(posemb: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d).to(dtype)
 
 
+def resample_rel_table(table: torch.Tensor, new_grid: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """Resample a relative-position bias table (heads, 2gh-1, 2gw-1) to the table of
+    another patch grid, (heads, 2gh'-1, 2gw'-1), by 2D interpolation of each head's
+    table (``resample_grid``, heads as channels). Offset (0, 0) stays at the centre;
+    the other offsets scale with the grid."""
+    heads, th, tw = table.shape
+    size = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
+    if (th, tw) == size:
+        return table
+    flat = table.reshape(heads, th * tw).T[None]  # (1, th*tw, heads)
+    return resample_grid(flat, (th, tw), size, mode)[0].T.reshape(heads, *size)
+
+
+def relative_position_index(grid: tuple[int, int], device=None) -> torch.Tensor:
+    """(N, N) index into a flattened (2gh-1, 2gw-1) table: entry (p, q) is the
+    offset of query patch p from key patch q, (row_p - row_q, col_p - col_q),
+    shifted to start at 0 (as Swin's ``relative_position_index``)."""
+    gh, gw = grid
+    y, x = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+    y, x = y.flatten(), x.flatten()
+    dy = y[:, None] - y[None, :] + gh - 1  # (N, N), in [0, 2gh-2]
+    dx = x[:, None] - x[None, :] + gw - 1
+    return dy * (2 * gw - 1) + dx
+
+
 class PatchEmbed(nn.Module):
     """Split the image into patches and project each linearly: a conv with
     kernel = stride = patch is exactly the paper's linear projection of
@@ -132,9 +162,20 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention. The normal path calls the fused
     ``F.scaled_dot_product_attention``; ``return_attn=True`` takes the manual
-    path and also returns the softmax weights (B, heads, N, N) for analysis."""
+    path and also returns the softmax weights (B, heads, N, N) for analysis.
 
-    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, dropout: float = 0.0):
+    With ``rel_grid`` (pos_embed='relative') the layer has a learned bias per
+    head added to the attention logits, as Swin and BEiT: a table
+    ``relative_position_bias_table`` (heads, 2gh-1, 2gw-1) over the offsets
+    (row_q - row_k, col_q - col_k) of two patches of the ``rel_grid`` grid and,
+    with a class token, ``relative_position_bias_cls`` (heads, 3): the class
+    token attending to a patch, a patch attending to the class token, the class
+    token attending to itself (BEiT's three extra entries). Both paths add the
+    same (heads, N, N) bias: the fused one as a float ``attn_mask``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, dropout: float = 0.0,
+                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -145,19 +186,58 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(attn_dropout)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
+        self.rel_grid = None if rel_grid is None else (int(rel_grid[0]), int(rel_grid[1]))
+        if self.rel_grid is not None:
+            gh, gw = self.rel_grid
+            self.relative_position_bias_table = nn.Parameter(torch.zeros(num_heads, 2 * gh - 1, 2 * gw - 1))
+            self.relative_position_bias_cls = (nn.Parameter(torch.zeros(num_heads, 3)) if num_prefix_tokens
+                                               else None)
+            # the index of the build grid, kept out of the state dict (it follows from the grid)
+            self.register_buffer("relative_position_index", relative_position_index(self.rel_grid),
+                                 persistent=False)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def relative_bias(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The bias (heads, N, N) added to the logits for a patch grid (default: the
+        build grid; another grid resamples the table, bicubic); None without one."""
+        if self.rel_grid is None:
+            return None
+        table = self.relative_position_bias_table
+        if grid is None or tuple(grid) == self.rel_grid:
+            index = self.relative_position_index
+        else:
+            table = resample_rel_table(table, grid)
+            index = relative_position_index(grid, device=table.device)
+        bias = table.flatten(1)[:, index]  # (heads, n, n) over the patches
+        c = self.relative_position_bias_cls
+        if c is not None:  # class token first: its row, its column, its own entry
+            h, n = bias.shape[0], bias.shape[-1]
+            top = torch.cat([c[:, 2, None, None], c[:, 0, None, None].expand(h, 1, n)], dim=2)  # (h, 1, 1+n)
+            rest = torch.cat([c[:, 1, None, None].expand(h, n, 1), bias], dim=2)  # (h, n, 1+n)
+            bias = torch.cat([top, rest], dim=1)
+        return bias
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False, grid: tuple[int, int] | None = None):
+        """x (B, N, D); ``grid``: the patch grid of the tokens (needed with a relative
+        bias when it is not the build grid)."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, hd)
+        bias = self.relative_bias(grid)
+        if bias is not None:
+            if bias.shape[-1] != n:
+                raise ValueError(f"relative position bias for {bias.shape[-1]} tokens does not fit {n} tokens; "
+                                 f"pass the patch grid of the input")
+            bias = bias.to(q.dtype)[None]  # (1, heads, N, N)
         attn = None
         if return_attn:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+            if bias is not None:
+                attn = attn + bias
             attn = attn.softmax(dim=-1)
             x = self.attn_drop(attn) @ v
         else:
             x = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0)
         x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
         return (x, attn) if return_attn else x
 
@@ -199,20 +279,21 @@ class Block(nn.Module):
     """Pre-norm Transformer encoder block."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0):
+                 attn_dropout: float = 0.0, drop_path: float = 0.0,
+                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_dropout, dropout)
+        self.attn = Attention(dim, num_heads, attn_dropout, dropout, rel_grid, num_prefix_tokens)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, grid: tuple[int, int] | None = None):
         if return_attn:
-            y, attn = self.attn(self.norm1(x), return_attn=True)
+            y, attn = self.attn(self.norm1(x), return_attn=True, grid=grid)
             x = x + self.drop_path(y)
             return x + self.drop_path(self.mlp(self.norm2(x))), attn
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x), grid=grid))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -227,7 +308,8 @@ class VisionTransformer(LinearHead, nn.Module):
         embed_dim, depth, num_heads, mlp_dim: the size (see ``SIZES``).
         pool: 'cls' (class token, as the paper) or 'avg' (global average of the
             patch tokens after the final norm; no class token).
-        pos_embed: 'learned' (normal, std .02) or 'sincos' (fixed 2D table).
+        pos_embed: how the model learns where a patch is; the paper's ablation
+            (section 4.5, appendix D.4), see below.
         dropout: after the embeddings and inside the MLP and attention output.
         attn_dropout: on the attention weights.
         drop_path: stochastic-depth rate, grown linearly over the blocks up to this value.
@@ -235,6 +317,45 @@ class VisionTransformer(LinearHead, nn.Module):
         weight_init: 'jax' (the official code's) or 'timm' (see ``init_weights``).
         patch_embed: an embedding layer to use instead of ``PatchEmbed`` (the
             hybrid's CNN stem, ``vitlab.models.hybrid``); for code, not configs.
+
+    Position embeddings (``pos_embed``), each trained with the model and resampled
+    for another resolution by ``vitlab.load_pretrained`` and in ``forward``:
+
+    - 'none': no position information at all; the Transformer sees a bag of
+      patches (with pool='avg' the model is invariant to their order).
+    - 'learned': the paper's default, a 1-D table ``pos_embed`` (1, [1+] N, D)
+      over the tokens in raster order, the class token's entry included.
+      Resampled by 2D interpolation of the patch part.
+    - 'learned_2d': two learned tables, ``pos_embed_x`` (1, gw, D/2) over the
+      columns and ``pos_embed_y`` (1, gh, D/2) over the rows; patch (row i,
+      col j) gets concat(X[j], Y[i]): the first D/2 channels say the column,
+      the last D/2 the row (the order of the sin-cos table). The class token
+      has its own learned D-vector ``pos_embed_cls`` (1, 1, D), as it has its
+      own entry in the 1-D table. D must be even. Resampled by 1-D
+      interpolation of X and of Y.
+    - 'sincos': the fixed 2-D sin-cos table of big_vision (no parameters;
+      the class token gets zeros). Computed for any grid.
+    - 'relative': nothing is added to the tokens; every layer has a learned
+      bias per head on the attention logits, indexed by the offset (dy, dx)
+      of query and key patch, as Swin and BEiT (see ``Attention``), with
+      learned per-head biases of its own for the class token's row, column
+      and self-attention. Resampled by 2D interpolation of each head's
+      (2gh-1, 2gw-1) table. The paper's relative variant differs in one
+      respect: its bias comes from the query attending to learned offset
+      embeddings; this is the content-independent bias in common use since.
+      With pool='cls' the last block's patch-to-patch table cannot change the
+      output (only the class token's row is read) and gets no gradient.
+
+    Initialisation: learned tables normal(.02) ('jax') or truncated normal(.02)
+    ('timm'); the relative tables truncated normal(.02) in both schemes, as
+    Swin's, so that attention depends on position from the first step.
+
+    The paper's result (appendix D.4, ViT-B/16, ImageNet 5-shot linear accuracy):
+    no position embedding is clearly worse (about 61% against 64%), while 1-D,
+    2-D and relative embeddings are about equal; the authors suggest that at the
+    level of patches how position is encoded matters little, and a learned 1-D
+    table learns the 2-D layout by itself (figure 7). ``docs/pos_embed_ablation.md``
+    runs the ablation on small datasets.
     """
 
     def __init__(self, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16,
@@ -247,8 +368,11 @@ class VisionTransformer(LinearHead, nn.Module):
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"pool must be 'cls' or 'avg', got {pool!r}")
-        if pos_embed not in ("learned", "sincos"):
-            raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {pos_embed!r}")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {', '.join(map(repr, POS_EMBEDS))}, got {pos_embed!r}")
+        if pos_embed == "learned_2d" and embed_dim % 2:
+            raise ValueError(f"pos_embed='learned_2d' needs an even embed_dim (D/2 channels each for the X and "
+                             f"Y embeddings), got {embed_dim}")
         if weight_init not in ("jax", "timm"):
             raise ValueError(f"weight_init must be 'jax' or 'timm', got {weight_init!r}")
         self.num_classes = num_classes
@@ -263,16 +387,24 @@ class VisionTransformer(LinearHead, nn.Module):
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if pool == "cls" else None
         n_pos = self.patch_embed.num_patches + self.num_prefix_tokens
+        gh, gw = self.patch_embed.grid_size
+        # pos_embed is the 1-D table of 'learned' and None otherwise (checkpoints and analyses rely on it)
+        self.register_parameter("pos_embed", None)
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, embed_dim))
-        else:  # fixed; a buffer kept out of the state dict, rebuilt from the grid
-            self.register_parameter("pos_embed", None)
+        elif pos_embed == "learned_2d":
+            self.pos_embed_x = nn.Parameter(torch.zeros(1, gw, embed_dim // 2))  # over the columns
+            self.pos_embed_y = nn.Parameter(torch.zeros(1, gh, embed_dim // 2))  # over the rows
+            self.pos_embed_cls = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix_tokens else None
+        elif pos_embed == "sincos":  # fixed; a buffer kept out of the state dict, rebuilt from the grid
             self.register_buffer("pos_table", self._sincos(self.patch_embed.grid_size), persistent=False)
         self.pos_drop = nn.Dropout(dropout)
 
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        rel_grid = (gh, gw) if pos_embed == "relative" else None  # each block's attention has its own table
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_dim, dropout, attn_dropout, r) for r in rates])
+            Block(embed_dim, num_heads, mlp_dim, dropout, attn_dropout, r, rel_grid, self.num_prefix_tokens)
+            for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
         if representation_size:
@@ -299,6 +431,9 @@ class VisionTransformer(LinearHead, nn.Module):
         (Kaiming-uniform), position embedding truncated normal(.02), class token
         normal(1e-6). LayerNorms start at (1, 0) in both. ``zero_head()`` is applied
         by ``vitlab.load_pretrained`` when a new head is made for fine-tuning.
+        The 'learned_2d' tables are initialised as the 1-D table; the 'relative'
+        bias tables (class-token entries included) truncated normal(.02), cut at
+        +-2 as timm's, in both schemes (Swin's initialisation).
         """
         for name, m in self.named_modules():
             if name.startswith("patch_embed.") and name != "patch_embed.proj":
@@ -323,19 +458,27 @@ class VisionTransformer(LinearHead, nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        tables = [getattr(self, k, None) for k in ("pos_embed", "pos_embed_x", "pos_embed_y", "pos_embed_cls")]
+        for t in (t for t in tables if t is not None):
+            if mode == "jax":
+                nn.init.normal_(t, std=0.02)
+            else:
+                trunc_normal_(t, std=0.02, bound=2.0)
+        for blk in self.blocks:
+            for t in (getattr(blk.attn, k, None) for k in _REL_PARAMS):
+                if t is not None:
+                    trunc_normal_(t, std=0.02, bound=2.0)
         if mode == "jax":
             self.zero_head()
-            if self.pos_embed is not None:
-                nn.init.normal_(self.pos_embed, std=0.02)
-        else:
-            if self.pos_embed is not None:
-                trunc_normal_(self.pos_embed, std=0.02, bound=2.0)
-            if self.cls_token is not None:
-                nn.init.normal_(self.cls_token, std=1e-6)
+        elif self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names kept out of weight decay besides biases and norms."""
-        return {"pos_embed", "cls_token"}
+        """Parameter names kept out of weight decay besides biases and norms: the
+        class token and the position embeddings of every kind ('learned_2d': its
+        X, Y and class-token tables; 'relative': every block's bias tables)."""
+        return {"pos_embed", "cls_token"} | {
+            n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or n.endswith(_REL_PARAMS)}
 
     # -- forward --------------------------------------------------------------------------------
     def _sincos(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -344,17 +487,32 @@ class VisionTransformer(LinearHead, nn.Module):
             table = torch.cat([torch.zeros(self.num_prefix_tokens, self.embed_dim), table])
         return table[None]  # (1, N(+1), D)
 
-    def _pos_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embeddings for a patch grid; resampled when the input size
-        differs from the one the model was built for."""
-        if self.pos_embed is None:
-            if grid == self.patch_embed.grid_size:
-                return self.pos_table
-            return self._sincos(grid).to(self.pos_table)
-        if grid == self.patch_embed.grid_size:
-            return self.pos_embed
-        prefix, patches = self.pos_embed[:, :self.num_prefix_tokens], self.pos_embed[:, self.num_prefix_tokens:]
-        return torch.cat([prefix, resample_grid(patches, self.patch_embed.grid_size, grid)], dim=1)
+    def position_embeddings(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The position embeddings added to the tokens for a patch grid (default: the
+        build grid), (1, N(+1), D), class token first; resampled (bicubic) when the
+        grid differs from the build grid. None for 'none' and 'relative', which add
+        nothing to the tokens."""
+        grid = tuple(self.patch_embed.grid_size if grid is None else grid)
+        build = tuple(self.patch_embed.grid_size)
+        kind = self.pos_embed_type
+        if kind in ("none", "relative"):
+            return None
+        if kind == "sincos":
+            return self.pos_table if grid == build else self._sincos(grid).to(self.pos_table)
+        if kind == "learned":
+            if grid == build:
+                return self.pos_embed
+            prefix, patches = self.pos_embed[:, :self.num_prefix_tokens], self.pos_embed[:, self.num_prefix_tokens:]
+            return torch.cat([prefix, resample_grid(patches, build, grid)], dim=1)
+        # learned_2d: 1-D resampling of each axis (a 1 x g grid), then X[j] | Y[i] for patch (i, j)
+        gh, gw = grid
+        px = resample_grid(self.pos_embed_x, (1, build[1]), (1, gw))[0]  # (gw, D/2)
+        py = resample_grid(self.pos_embed_y, (1, build[0]), (1, gh))[0]  # (gh, D/2)
+        table = torch.cat([px[None].expand(gh, gw, -1), py[:, None].expand(gh, gw, -1)], dim=-1)
+        table = table.reshape(1, gh * gw, self.embed_dim)
+        if self.pos_embed_cls is not None:
+            table = torch.cat([self.pos_embed_cls, table], dim=1)
+        return table
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, C, H, W) -> token sequence (B, N(+1), D) with position embeddings."""
@@ -362,11 +520,16 @@ class VisionTransformer(LinearHead, nn.Module):
         x = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + self._pos_for(grid))
+        pos = self.position_embeddings(grid)
+        return self.pos_drop(x if pos is None else x + pos)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> normed token sequence (B, N(+1), D)."""
-        return self.norm(self.blocks(self.embed(x)))
+        grid = self.patch_embed.grid_for(*x.shape[-2:])  # for the relative bias
+        x = self.embed(x)
+        for blk in self.blocks:
+            x = blk(x, grid=grid)
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, 0] if self.pool == "cls" else x.mean(dim=1)
@@ -381,10 +544,11 @@ class VisionTransformer(LinearHead, nn.Module):
         """Softmax attention weights, one (B, heads, N, N) tensor per block
         (rows sum to 1). Uses the manual attention path for this call only;
         normal forward passes keep the fused kernel."""
+        grid = self.patch_embed.grid_for(*x.shape[-2:])
         x = self.embed(x)
         maps = []
         for blk in self.blocks:
-            x, attn = blk(x, return_attn=True)
+            x, attn = blk(x, return_attn=True, grid=grid)
             maps.append(attn)
         return maps
 

@@ -1,6 +1,13 @@
 """Fitting mapped tensors to a model: the fine-tuning rules (position
 embeddings resampled, head replaced, input channels adapted, representation
-layer dropped), a shape check per tensor, and the strict-load report."""
+layer dropped), a shape check per tensor, and the strict-load report.
+
+Position embeddings of every ``pos_embed`` kind follow the model's patch grid:
+the 1-D table ('learned') by 2D interpolation of its patch part, the X and Y
+tables ('learned_2d') by 1-D interpolation each, and each layer's relative
+bias table ('relative', (heads, 2gh-1, 2gw-1)) by 2D interpolation per head.
+'sincos' and 'none' hold nothing to resample. The checkpoint's grid of the
+last two follows from the tables' shapes."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.vit import _pair, resample_grid
+from ..models.vit import _pair, resample_grid, resample_rel_table
 from .layouts import Mapped
 from .read import Tensor
 
@@ -32,6 +39,8 @@ _UNSUPPORTED = {
     "MAPHead_0": "an attention-pooling head (big_vision pool_type 'map')",
     "conv_root": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
     "patch_embed.backbone.": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
+    "pos_embed_x": "2-D learned position embeddings (pos_embed='learned_2d')",
+    ".relative_position_bias_table": "relative position biases (pos_embed='relative')",
 }
 
 
@@ -61,7 +70,12 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
             if "pos_embed" in target:
                 plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_cls, meta, interpolation)
             else:
-                unexpected.append(f"{src} (the model uses fixed sin-cos position embeddings)")
+                kind = getattr(model, "pos_embed_type", None)
+                why = ("the model uses fixed sin-cos position embeddings" if kind == "sincos" else
+                       f"the model has pos_embed={kind!r}, without a 1-D position table")
+                unexpected.append(f"{src} ({why})")
+        _fit_pos_2d(mapped, target, plan, interpolation)
+        _fit_relative(mapped, target, plan, interpolation)
         if "pre_logits.fc.weight" in mapped and "pre_logits.fc.weight" not in target:
             mapped.pop("pre_logits.fc.weight")
             mapped.pop("pre_logits.fc.bias", None)
@@ -201,6 +215,57 @@ def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_cls: bool, meta: dict
         # No class entry: those models add no position to the class token.
         cls_pos = torch.zeros_like(pos[:, :1]) if ckpt_cls else model.pos_embed.detach()[:, :1].cpu()
     return torch.cat([cls_pos.to(patches.dtype), patches], dim=1)
+
+
+def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, interpolation: str) -> None:
+    """'learned_2d': the X table (1, gw, D/2) and the Y table (1, gh, D/2), each
+    resampled to the model's grid by 1-D interpolation (a 1 x g grid); the class
+    token's own vector is dropped when the model has no class token."""
+    if "pos_embed_x" not in target:
+        return
+    for key in ("pos_embed_x", "pos_embed_y"):
+        if key not in mapped:
+            continue
+        t, src = mapped.pop(key)
+        want = target[key].shape
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3 or t.shape[0] != 1 or t.shape[-1] != want[-1]:
+            raise _shape_error(key, src, t.shape, want)
+        old = t.shape[1]
+        if old != want[1]:
+            t = resample_grid(t, (1, old), (1, want[1]), mode=interpolation)
+            log.info("%s resampled from %d to %d positions (%s)", key, old, want[1], interpolation)
+        plan[key] = t
+    if "pos_embed_cls" in mapped and "pos_embed_cls" not in target:
+        mapped.pop("pos_embed_cls")
+        log.info("class token's position embedding dropped: the model has no class token")
+
+
+def _fit_relative(mapped: Mapped, target: dict, plan: dict, interpolation: str) -> None:
+    """'relative': each layer's bias table (heads, 2gh-1, 2gw-1), resampled to the
+    model's grid by 2D interpolation of every head's table; the class token's
+    biases are dropped when the model has no class token."""
+    resampled = None
+    for key in [k for k in mapped if k.endswith(".attn.relative_position_bias_table") and k in target]:
+        t, src = mapped.pop(key)
+        want = target[key].shape
+        if t.ndim != 3 or t.shape[0] != want[0] or t.shape[1] % 2 == 0 or t.shape[2] % 2 == 0:
+            raise _shape_error(key, src, t.shape, want)
+        if t.shape[1:] != want[1:]:
+            resampled = (tuple(t.shape[1:]), tuple(want[1:]))
+            t = resample_rel_table(t, ((want[1] + 1) // 2, (want[2] + 1) // 2), mode=interpolation)
+        plan[key] = t
+    if resampled:
+        (h0, w0), (h1, w1) = resampled
+        log.info("relative position bias tables resampled from grid %dx%d to %dx%d (%s)",
+                 (h0 + 1) // 2, (w0 + 1) // 2, (h1 + 1) // 2, (w1 + 1) // 2, interpolation)
+    dropped = [k for k in mapped if k.endswith(".attn.relative_position_bias_cls") and k not in target
+               and k.replace("_cls", "_table") in target]
+    for k in dropped:
+        mapped.pop(k)
+    if dropped:
+        log.info("class-token relative position biases dropped: the model has no class token")
 
 
 def _meta_grid(meta: dict) -> tuple[int, int] | None:
