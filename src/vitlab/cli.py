@@ -63,7 +63,7 @@ def _cmd_train(a) -> int:
               f"{len(trainer.train_ds):,} train / {len(trainer.val_ds):,} val images, "
               f"{trainer.info.num_classes} classes | device {trainer.device} | run {out}", flush=True)
         if a.resume:
-            print(f"resuming at epoch {trainer.epoch + 1}" + (f", step {trainer.skip + 1}" if trainer.skip else ""),
+            print(f"resuming at epoch {trainer.epoch + 1}" + (f", step {trainer.steps_done + 1}" if trainer.skip else ""),
                   flush=True)
     try:
         s = trainer.fit()
@@ -210,9 +210,9 @@ def _cmd_analyze(a) -> int:
     from .analysis.analyze import analyze_checkpoint
 
     lines = analyze_checkpoint(a.checkpoint, a.out, images=a.images, num_images=a.num_images,
-                               distance_images=a.distance_images, overrides=a.set)
+                               distance_images=a.distance_images, overrides=a.set, gallery=a.gallery)
     print("\n".join(line for line in lines if line.startswith(("- ", "#", "Numbers")) or "top-1" in line))
-    print(f"report: {Path(a.out) / 'report.md'}")
+    print(f"report: {Path(a.out) / 'report.md'}, {Path(a.out) / 'report.html'} (self-contained)")
     return 0
 
 
@@ -254,13 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     an = sub.add_parser("analyze", help="attention rollout, attention distance, position embeddings, filters, "
-                                        "errors: pictures and report.md")
+                                        "errors: pictures, report.md and report.html")
     an.add_argument("checkpoint")
-    an.add_argument("--out", required=True, help="folder for the pictures and report.md (new or empty)")
+    an.add_argument("--out", required=True, help="folder for the pictures and the reports (new or empty)")
     an.add_argument("--images", nargs="+", default=[], metavar="IMAGE",
-                    help="image files to analyse (default: the run's validation images; errors need these)")
+                    help="image files or folders of them to analyse instead of the run's validation images "
+                         "(they have no labels: no error analysis)")
     an.add_argument("--num-images", type=int, default=8, help="images in the rollout picture")
     an.add_argument("--distance-images", type=int, default=128, help="images averaged for the attention distance")
+    an.add_argument("--gallery", type=int, default=16,
+                    help="images in each gallery: predictions, and the most confident mistakes")
     an.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
     an.set_defaults(func=_cmd_analyze)

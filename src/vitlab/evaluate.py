@@ -54,7 +54,11 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
             "per_class": dict(zip(info.classes, per_class)), "confusion": conf, "classes": list(info.classes)}
 
 
-def plot_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, title: str = "") -> None:
+def plot_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, title: str = "",
+                   normalised: bool = False) -> None:
+    """The confusion matrix ``conf`` (true class x predicted class, counts) as a PNG, coloured
+    by the fraction of each true class; up to 30 classes, each cell also shows its count, or
+    with ``normalised`` its fraction of the row (the row-normalised matrix)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,9 +74,10 @@ def plot_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, tit
         for i in range(k):
             for j in range(k):
                 if conf[i, j]:
-                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+                    ax.text(j, i, f"{norm[i, j]:.2f}" if normalised else int(conf[i, j]), ha="center",
+                            va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    default = "confusion matrix (rows normalised: fraction of each true class)" if normalised else "confusion matrix"
+    ax.set(xlabel="predicted", ylabel="true", title=title or default)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

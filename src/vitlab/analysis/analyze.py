@@ -4,17 +4,25 @@ For a ViT or hybrid ViT: attention rollout over a few images, mean attention
 distance over up to 128 images, position-embedding similarity and the
 patch-embedding filters' principal components (a hybrid has no image-patch
 filters: that picture is skipped, with the reason in the report). For every
-model, ViT or CNN, on the run's validation/test split: the confusion matrix
-and per-class accuracy. ``report.md`` lists what was drawn, with the numbers.
+model, ViT or CNN, the errors on the run's whole validation/test split (as
+``vitlab eval`` counts them): a gallery of images with their predictions, the
+most confident mistakes, per-class accuracy and the confusion matrix in counts
+and row-normalised. From the run folder the checkpoint lies in: the training
+curves (``curves.png``), the last row of ``metrics.csv`` and ``model_card.md``,
+where they exist. ``report.md`` and the self-contained ``report.html`` show
+every picture with its numbers (``analysis.report``).
 
 Images are the first images of the run's validation split (the dataset the
 checkpoint was trained on; ``data.*`` overrides such as ``data.root`` apply),
-or the image files given. The output folder is made only once the checkpoint
-and the images have been read, and removed again if a later step fails.
+or the image files given (folders are searched for image files); the files
+have no labels, so they get no error analysis. The output folder is made only
+once the checkpoint, the images and the dataset have been read, and removed
+again (or emptied, if it existed empty) if a later step fails.
 """
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -22,19 +30,25 @@ import torch
 
 from ..errors import UserError
 from ._common import NotAnalysable
-from .plots import plot_attention_distance, plot_filter_components, plot_pos_embed_similarity, plot_rollout
+from .gallery import (confident_mistakes, error_summary, gallery_indices, plot_confusion_matrix, plot_gallery,
+                      plot_per_class, predict_split, prediction_rows)
+from .plots import (fonts, plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
+                    plot_rollout)
+from .report import Items, Picture, Preformatted, Section, Table, Text, write_report
+
+RUN_KEYS = ("model", "model_name", "config", "dataset")  # what `vitlab train` writes into best.pt and last.pt
+CONFUSION_TABLE_MAX = 20  # classes up to which the report shows the confusion matrix as a table too
 
 
 def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = (), num_images: int = 8,
-                       distance_images: int = 128, overrides: list[str] = ()) -> list[str]:
+                       distance_images: int = 128, overrides: list[str] = (), gallery: int = 16) -> list[str]:
     """Write the analyses of checkpoint ``path`` to the folder ``out``; returns the
-    lines of the report (also written as ``out/report.md``)."""
-    from ..evaluate import evaluate_checkpoint, plot_confusion
+    lines of the report (written as ``out/report.md`` and ``out/report.html``)."""
     from ..train import checkpoint
     from ..train.engine import model_from_checkpoint
 
-    if num_images < 1 or distance_images < 1:
-        raise UserError("--num-images and --distance-images must be 1 or more")
+    if num_images < 1 or distance_images < 1 or gallery < 1:
+        raise UserError("--num-images, --distance-images and --gallery must be 1 or more")
     for o in overrides:
         if not str(o).startswith("data."):
             raise UserError(f"analyze takes data.* settings only, got {str(o).split('=')[0]!r}")
@@ -44,55 +58,113 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     if not out.parent.is_dir():
         raise UserError(f"cannot write to {out}: the folder {out.parent} does not exist")
     ckpt = checkpoint.load(path)
+    missing = [k for k in RUN_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not the checkpoint of a vitlab run (it holds no {', '.join(missing)}); "
+                        "give the best.pt or last.pt of a run folder made by `vitlab train`")
     model = model_from_checkpoint(ckpt).eval()
-    batch = _images(ckpt, images, max(num_images, distance_images), overrides)
+    files = _image_files(images)
+    split = None if files else _val_split(ckpt, overrides)
+    batch = _load_files(ckpt, files) if files else _first_images(split, max(num_images, distance_images))
 
     made = not out.exists()
     out.mkdir(exist_ok=True)
     try:
-        lines = [f"# Analyses of {path}", "",
-                 f"Model `{model.model_name}`, {sum(p.numel() for p in model.parameters()):,} parameters; "
-                 f"images: {'the files given' if images else 'the validation split of ' + ckpt['dataset']['name']}.",
-                 ""]
-        lines += _vit_pictures(model, batch, num_images, out)
-        if not images:
-            r = evaluate_checkpoint(path, overrides)
-            plot_confusion(r["confusion"], r["classes"], out / "confusion.png",
-                           title=f"{Path(path).name}: top-1 {100 * r['top1']:.2f}%")
-            lines += ["## Errors", "",
-                      f"{r['n']} images: top-1 {100 * r['top1']:.2f}%, top-5 {100 * r['top5']:.2f}%.", "",
-                      "![confusion matrix](confusion.png)", "", "| class | accuracy |", "|---|---:|"]
-            lines += [f"| {c} | {100 * a:.2f}% |" for c, a in r["per_class"].items()]
-        (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        n_params = sum(p.numel() for p in model.parameters())
+        intro = [Text(f"Model `{model.model_name}`, {n_params:,} parameters; images: "
+                      + ("the files given." if files else f"the validation split of `{ckpt['dataset']['name']}`."))]
+        with fonts():
+            sections = _vit_sections(model, batch, num_images, out)
+            if split is None:
+                sections.append(Section("Errors", [Items([
+                    "error analysis (gallery, most confident mistakes, per-class accuracy, confusion matrix): "
+                    "skipped (the image files given have no labels; run without --images to analyse the "
+                    "validation split)"])]))
+            else:
+                sections += _error_sections(model, split, ckpt, gallery, Path(path).name, out)
+        sections += _run_sections(Path(path).parent, out)
+        md_path, _ = write_report(out, f"Analyses of `{path}`", intro, sections)
+        return md_path.read_text(encoding="utf-8").splitlines()
     except BaseException:
         if made:
             shutil.rmtree(out, ignore_errors=True)
+        else:  # it was empty: empty it again
+            for p in out.iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
         raise
-    return lines
 
 
-def _images(ckpt: dict, files: list[str], n: int, overrides: list[str]) -> torch.Tensor:
-    """The model's inputs: the image files given, or the first ``n`` validation images."""
-    from ..data import DatasetInfo, build_datasets, build_eval_transform, load_image
-    from ..train.config import apply_overrides, from_dict
-    from ..train.loader import make_batches
+# ------------------------------------------------------------------------------------------------ inputs
+def _image_files(given: list[str]) -> list[str]:
+    """The image files of ``--images``: files as given, folders searched for image files."""
+    from ..data import IMG_EXTENSIONS, scan_images
+
+    files = []
+    for p in map(Path, given):
+        if p.is_dir():
+            found, _ = scan_images(p)
+            if not found:
+                raise UserError(f"--images {p}: no image files in this folder "
+                                f"(extensions: {' '.join(IMG_EXTENSIONS)})")
+            files += found
+        else:
+            files.append(str(p))  # a missing or unreadable file is reported when it is read
+    return files
+
+
+def _load_files(ckpt: dict, files: list[str]) -> torch.Tensor:
+    """The model's inputs for image files, all read before anything is written."""
+    from ..data import DatasetInfo, build_eval_transform, load_image
+    from ..train.config import from_dict
 
     cfg = from_dict(ckpt["config"])
-    if files:
-        info = DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in ckpt["dataset"].items()})
-        transform = build_eval_transform(info, cfg.data.img_size)
-        return torch.stack([transform(load_image(p)) for p in files])
+    info = DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in ckpt["dataset"].items()})
+    transform = build_eval_transform(info, cfg.data.img_size)
+    return torch.stack([transform(load_image(p)) for p in files])
+
+
+def _val_split(ckpt: dict, overrides: list[str]):
+    """The config, whole validation/test split and dataset info of the checkpoint's run,
+    as ``vitlab eval`` reads them (``data.*`` overrides applied)."""
+    from ..data import build_datasets
+    from ..train.config import apply_overrides, from_dict
+
+    cfg = from_dict(ckpt["config"])
+    cfg.data.val_subset = None  # the whole split, not the subset a quick training run validated on
     apply_overrides(cfg, overrides)
-    cfg.data.train_subset, cfg.data.val_subset = 1, n
+    cfg.data.train_subset = 1  # the training split is not needed
     _, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
-    batches = make_batches(val_ds, n, train=False, data_cfg=cfg.data, info=info, device=torch.device("cpu"),
+    for what, have, want in (("channels", info.in_chans, ckpt["dataset"]["in_chans"]),
+                             ("classes", info.num_classes, ckpt["dataset"]["num_classes"])):
+        if have != want:
+            raise UserError(f"the dataset {info.name} has {have} {what} but the checkpoint's model was trained "
+                            f"on {want}; check the --set data.* settings")
+    if len(val_ds) == 0:
+        raise UserError(f"the validation split of {info.name} holds no images")
+    return cfg, val_ds, info
+
+
+def _first_images(split, n: int) -> torch.Tensor:
+    from torch.utils.data import Subset
+
+    from ..train.loader import make_batches
+
+    cfg, val_ds, info = split
+    first = Subset(val_ds, range(min(n, len(val_ds))))
+    batches = make_batches(first, n, train=False, data_cfg=cfg.data, info=info, device=torch.device("cpu"),
                            seed=0, epoch=0, num_workers=0)
     return torch.cat([x for x, _ in batches])[:n]
 
 
-def _vit_pictures(model, batch: torch.Tensor, num_images: int, out: Path) -> list[str]:
-    """The ViT-only pictures, each listed in the report, or the reason it was skipped."""
-    lines = ["## Attention and embeddings", ""]
+# ------------------------------------------------------------------------------------------------ sections
+def _vit_sections(model, batch: torch.Tensor, num_images: int, out: Path) -> list[Section]:
+    """The ViT-only pictures, each a subsection, or the reason it was skipped."""
+    head = Section("Attention and embeddings")
+    sections = [head]
+    skipped = []
     steps = [("attention rollout", "rollout.png", lambda p: plot_rollout(model, batch[:num_images], p)),
              ("mean attention distance", "attention_distance.png",
               lambda p: plot_attention_distance(model, batch, p)),
@@ -104,10 +176,121 @@ def _vit_pictures(model, batch: torch.Tensor, num_images: int, out: Path) -> lis
         try:
             png, data = draw(out / name)
         except NotAnalysable as e:
-            lines += [f"- {title}: skipped ({e})"]
+            skipped.append(f"{title}: skipped ({e})")
             continue
-        lines += [f"### {title}", "", f"![{title}]({png.name})", "", f"Numbers: `{data.name}`.", ""]
-    return lines
+        sections.append(Section(title, [Picture(png, title), Text(f"Numbers: `{data.name}`.")], level=3))
+    if skipped:
+        head.blocks.append(Items(skipped))
+    return sections
+
+
+def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) -> list[Section]:
+    """Predictions over the whole split: the summary, the two galleries, per-class accuracy
+    and the confusion matrices."""
+    from ..train.engine import resolve_device
+    from ..train.loader import make_batches
+
+    cfg, val_ds, info = split
+    device = resolve_device("auto")
+    batches = make_batches(val_ds, 256, train=False, data_cfg=cfg.data, info=info, device=device, seed=0,
+                           epoch=0, num_workers=cfg.data.num_workers)
+    preds = predict_split(model.to(device), batches)
+    model.cpu()
+    classes = list(info.classes)
+    s = error_summary(preds, classes)
+    mean, std = ckpt["dataset"]["mean"], ckpt["dataset"]["std"]
+
+    def inputs(indices: torch.Tensor) -> torch.Tensor:
+        return torch.stack([val_ds[i][0] for i in indices.tolist()])
+
+    errors = Section("Errors", [Text(f"{s['n']} images: top-1 {100 * s['top1']:.2f}%, top-5 {100 * s['top5']:.2f}%, "
+                                     f"loss {s['loss']:.4f}; {s['wrong']} wrong.")])
+    shown = gallery_indices(s["n"], count)
+    png, data = plot_gallery(inputs(shown), prediction_rows(preds, shown, classes), out / "gallery.png", mean, std,
+                             title=f"{len(shown)} of {s['n']} images, spread evenly over the split (red: wrong)")
+    predictions = Section("Predictions", [
+        Text(f"{len(shown)} images spread evenly over the split, de-normalised with the dataset's mean and std, "
+             "each with the predicted class, its softmax confidence and the true class; wrong ones in red."),
+        Picture(png, "predictions"), Text(f"Numbers: `{data.name}`.")], level=3)
+
+    mistakes = Section("Most confident mistakes", level=3)
+    worst = confident_mistakes(preds, count)
+    if len(worst):
+        rows = prediction_rows(preds, worst, classes)
+        png, data = plot_gallery(inputs(worst), rows, out / "mistakes.png", mean, std,
+                                 title=f"the {len(worst)} most confident of {s['wrong']} wrong predictions")
+        mistakes.blocks += [
+            Text(f"The {len(worst)} wrong predictions with the highest softmax confidence over the split."),
+            Picture(png, "most confident mistakes"),
+            Table(["index", "true", "predicted", "confidence"],
+                  [[r["index"], r["true"], r["predicted"], f"{100 * r['confidence']:.1f}%"] for r in rows],
+                  right=(0, 3)),
+            Text(f"Numbers: `{data.name}`.")]
+    else:
+        mistakes.blocks.append(Items(["most confident mistakes: skipped (every prediction is right)"]))
+
+    png, data = plot_per_class(s, out / "per_class.png", title=f"{name}: per-class accuracy ({s['n']} images)")
+    per_class = Section("Per-class accuracy", [
+        Picture(png, "per-class accuracy"),
+        Table(["class", "images", "correct", "accuracy"],
+              [[c, s["per_class_count"][i], int(s["confusion"][i, i]), f"{100 * a:.2f}%"]
+               for i, (c, a) in enumerate(s["per_class"].items())], right=(1, 2, 3)),
+        Text(f"Numbers: `{data.name}`.")], level=3)
+
+    conf = s["confusion"]
+    counts_png, counts_csv = plot_confusion_matrix(conf, classes, out / "confusion.png",
+                                                   title=f"{name}: top-1 {100 * s['top1']:.2f}%")
+    norm_png, norm_csv = plot_confusion_matrix(conf, classes, out / "confusion_normalised.png", normalised=True,
+                                               title=f"{name}: fraction of each true class")
+    confusion = Section("Confusion matrix", [
+        Text("Rows: the true class; columns: the predicted class. In counts, then with each row divided by "
+             "the images of its class."),
+        Picture(counts_png, "confusion matrix (counts)"), Picture(norm_png, "confusion matrix (row-normalised)")],
+        level=3)
+    if len(classes) <= CONFUSION_TABLE_MAX:
+        confusion.blocks.append(Table(["true \\ predicted", *classes], [[c, *conf[i].tolist()]
+                                                                       for i, c in enumerate(classes)],
+                                      right=range(1, len(classes) + 1)))
+    confusion.blocks.append(Text(f"Numbers: `{counts_csv.name}` (counts), `{norm_csv.name}` (row fractions)."))
+    return [errors, predictions, mistakes, per_class, confusion]
+
+
+def _run_sections(run: Path, out: Path) -> list[Section]:
+    """The training curves, the last row of metrics.csv and the model card of the run
+    folder ``run`` (the checkpoint's folder), where they exist."""
+    section = Section("Training run", [Text(f"From the run folder `{run}`.")])
+    absent = []
+    if (run / "curves.png").is_file():
+        shutil.copyfile(run / "curves.png", out / "curves.png")
+        section.blocks.append(Picture(out / "curves.png", "training curves"))
+    else:
+        absent.append("curves.png")
+    last = _last_metrics(run / "metrics.csv")
+    if last:
+        section.blocks += [Text("Last epoch (`metrics.csv`):"),
+                           Table(list(last), [list(last.values())], right=range(len(last)))]
+    else:
+        absent.append("metrics.csv")
+    card = run / "model_card.md"
+    sections = [section]
+    if card.is_file():
+        sections.append(Section("Model card", [Text("`model_card.md` of the run:"),
+                                               Preformatted(card.read_text(encoding="utf-8", errors="replace"))]))
+    if absent:
+        section.blocks.append(Text(f"Not in the run folder: {', '.join(f'`{a}`' for a in absent)}."))
+    return sections
+
+
+def _last_metrics(path: Path) -> dict[str, str] | None:
+    """The last row of a metrics.csv, or None when there is none (or it cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return {k: v for k, v in rows[-1].items() if k is not None} if rows else None
 
 
 def _max_components(model) -> int:
