@@ -25,6 +25,10 @@ GOLDEN_PARAMS = {
     "vit_tiny_imagenet": 10_824_008,
     "vit_tiny_imagenet_b23": 25_725_640,
     "vit_mnist": 205_962,
+    # DeiT distilled: timm's deit_{tiny,small,base}_distilled_patch16_224
+    "deit_ti16_distilled": 5_910_800,
+    "deit_s16_distilled": 22_436_432,
+    "deit_b16_distilled": 87_338_192,
 }
 
 

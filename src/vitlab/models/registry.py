@@ -72,6 +72,13 @@ for _name in ["vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_b8",
 register("vit", VisionTransformer, "generic ViT: every size field is an argument (default B/16, 224 px)",
          "vit")
 
+# DeiT distilled (Touvron et al., ICML 2021): the Ti, S and B ViTs with a distillation token and
+# head, timm's init; the checkpoints of timm's deit_*_distilled_patch16_224 load into them.
+for _size, _title in (("ti", "Ti"), ("s", "S"), ("b", "B")):
+    register(f"deit_{_size}16_distilled", VisionTransformer,
+             f"DeiT-{_title}/16 distilled: ViT-{_title}/16 + distillation token and head", "vit",
+             img_size=224, patch_size=16, num_classes=1000, distilled=True, weight_init="timm", **SIZES[_size])
+
 # Small ViTs people train from scratch on small datasets.
 register("vit_cifar", VisionTransformer,
          "CIFAR ViT: 7 layers, width 384, MLP 384, 12 heads, patch 4, 32 px (6.3M params)", "vit",

@@ -12,14 +12,21 @@ The model, top to bottom:
 
     image (B, C, H, W)
       -> PatchEmbed: conv, kernel = stride = patch      (B, N, D), N = H/p * W/p
-      -> [class token] + position embedding, dropout     (B, N+1, D)   (``pos_embed``: see
-      -> depth x Block (pre-norm):                                        VisionTransformer)
-             x = x + DropPath(Attention(LayerNorm(x)))   'relative': a bias on the logits instead
-             x = x + DropPath(Mlp(LayerNorm(x)))           Mlp: D -> mlp_dim -> D, exact GELU
-      -> LayerNorm (eps 1e-6)                             forward_features returns this
-      -> pool: class token ('cls') or mean of tokens ('avg', no class token)
+      -> [class token] [distillation token]              (B, P+N, D), P prefix tokens (0-2)
+         + position embedding, dropout                   (``pos_embed``: see VisionTransformer;
+      -> depth x Block (pre-norm):                         'relative': a bias on the logits instead)
+             x = x + DropPath(ls1 * Attention(LayerNorm(x)))   ls1, ls2: layer scale (optional,
+             x = x + DropPath(ls2 * Mlp(LayerNorm(x)))         CaiT / DeiT-III), else 1
+                                                         Mlp: D -> mlp_dim -> D, exact GELU
+      -> LayerNorm (eps 1e-6; none with fc_norm)          forward_features returns this
+      -> pool: class token ('cls') or mean of the patch tokens ('avg')
+      -> [fc_norm: LayerNorm after pooling]              (MAE / BEiT-style average pooling)
       -> [representation layer: Linear + tanh]            (pre-logits, as in the paper's
       -> Linear head                                        ImageNet-21k models)
+
+A distilled model (DeiT, Touvron et al., ICML 2021, arXiv:2012.12877; checked
+against timm's ``deit.py``) has a second head ``head_dist`` on the
+distillation token; its output is the mean of the two heads' logits.
 """
 
 from __future__ import annotations
@@ -170,8 +177,10 @@ class Attention(nn.Module):
     (row_q - row_k, col_q - col_k) of two patches of the ``rel_grid`` grid and,
     with a class token, ``relative_position_bias_cls`` (heads, 3): the class
     token attending to a patch, a patch attending to the class token, the class
-    token attending to itself (BEiT's three extra entries). Both paths add the
-    same (heads, N, N) bias: the fused one as a float ``attn_mask``.
+    token attending to itself (BEiT's three extra entries). A second prefix
+    token (DeiT's distillation token) shares the class token's three biases.
+    Both paths add the same (heads, N, N) bias: the fused one as a float
+    ``attn_mask``.
     """
 
     def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, dropout: float = 0.0,
@@ -187,6 +196,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
         self.rel_grid = None if rel_grid is None else (int(rel_grid[0]), int(rel_grid[1]))
+        self.num_prefix_tokens = num_prefix_tokens
         if self.rel_grid is not None:
             gh, gw = self.rel_grid
             self.relative_position_bias_table = nn.Parameter(torch.zeros(num_heads, 2 * gh - 1, 2 * gw - 1))
@@ -209,10 +219,11 @@ class Attention(nn.Module):
             index = relative_position_index(grid, device=table.device)
         bias = table.flatten(1)[:, index]  # (heads, n, n) over the patches
         c = self.relative_position_bias_cls
-        if c is not None:  # class token first: its row, its column, its own entry
-            h, n = bias.shape[0], bias.shape[-1]
-            top = torch.cat([c[:, 2, None, None], c[:, 0, None, None].expand(h, 1, n)], dim=2)  # (h, 1, 1+n)
-            rest = torch.cat([c[:, 1, None, None].expand(h, n, 1), bias], dim=2)  # (h, n, 1+n)
+        if c is not None:  # prefix tokens first: their rows, their columns, their own entries
+            h, n, p = bias.shape[0], bias.shape[-1], self.num_prefix_tokens
+            top = torch.cat([c[:, 2, None, None].expand(h, p, p), c[:, 0, None, None].expand(h, p, n)],
+                            dim=2)  # (h, p, p+n)
+            rest = torch.cat([c[:, 1, None, None].expand(h, n, p), bias], dim=2)  # (h, n, p+n)
             bias = torch.cat([top, rest], dim=1)
         return bias
 
@@ -275,26 +286,46 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+class LayerScale(nn.Module):
+    """Per-channel learned scale of a residual branch, x * gamma with gamma (D,)
+    starting at a small value (CaiT, Touvron et al. 2021; DeiT-III; DINOv2): a
+    deep model starts close to the identity. Named as timm's (``ls1.gamma``)."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.init = init
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+    def extra_repr(self) -> str:
+        return f"init={self.init}"
+
+
 class Block(nn.Module):
-    """Pre-norm Transformer encoder block."""
+    """Pre-norm Transformer encoder block, with optional layer scale on both branches."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0):
+                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0,
+                 layer_scale: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, attn_dropout, dropout, rel_grid, num_prefix_tokens)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False, grid: tuple[int, int] | None = None):
         if return_attn:
             y, attn = self.attn(self.norm1(x), return_attn=True, grid=grid)
-            x = x + self.drop_path(y)
-            return x + self.drop_path(self.mlp(self.norm2(x))), attn
-        x = x + self.drop_path(self.attn(self.norm1(x), grid=grid))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.ls1(y))
+            return x + self.drop_path(self.ls2(self.mlp(self.norm2(x)))), attn
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), grid=grid)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class VisionTransformer(LinearHead, nn.Module):
@@ -307,12 +338,28 @@ class VisionTransformer(LinearHead, nn.Module):
         num_classes: head outputs; 0 gives no head (``forward`` returns pooled features).
         embed_dim, depth, num_heads, mlp_dim: the size (see ``SIZES``).
         pool: 'cls' (class token, as the paper) or 'avg' (global average of the
-            patch tokens after the final norm; no class token).
+            patch tokens after the final norm; the class token, if any, is not
+            averaged, as timm's ``global_pool='avg'``).
+        class_token: whether the sequence starts with a class token. None (default):
+            with pool='cls', none with pool='avg'. True with pool='avg' is timm's
+            ``class_token=True, global_pool='avg'`` (MAE, BEiT fine-tuning): the class
+            token attends and is attended to, but the head reads the patch mean.
+        fc_norm: put the final LayerNorm after pooling (``fc_norm``) instead of
+            on every token before it (``norm`` is then the identity and
+            ``forward_features`` returns un-normed tokens), as timm's ``fc_norm``
+            in MAE / BEiT-style average-pooled models. Default False.
         pos_embed: how the model learns where a patch is; the paper's ablation
             (section 4.5, appendix D.4), see below.
         dropout: after the embeddings and inside the MLP and attention output.
         attn_dropout: on the attention weights.
         drop_path: stochastic-depth rate, grown linearly over the blocks up to this value.
+        layer_scale: if set, the initial value (e.g. 1e-5, 1e-6) of per-channel learned
+            scales ``ls1``, ``ls2`` on the attention and MLP branches of every block
+            (CaiT, DeiT-III, DINOv2; timm's ``init_values``). None (default): none.
+        distilled: DeiT's distillation token (``dist_token``, after the class token)
+            and a second head ``head_dist`` on it; ``forward`` returns the mean of
+            the two heads' logits, in training too (timm's behaviour unless it
+            trains against a teacher, which vitlab does not). Needs pool='cls'.
         representation_size: if set, a Linear + tanh pre-logits layer of this width.
         weight_init: 'jax' (the official code's) or 'timm' (see ``init_weights``).
         patch_embed: an embedding layer to use instead of ``PatchEmbed`` (the
@@ -323,18 +370,19 @@ class VisionTransformer(LinearHead, nn.Module):
 
     - 'none': no position information at all; the Transformer sees a bag of
       patches (with pool='avg' the model is invariant to their order).
-    - 'learned': the paper's default, a 1-D table ``pos_embed`` (1, [1+] N, D)
-      over the tokens in raster order, the class token's entry included.
+    - 'learned': the paper's default, a 1-D table ``pos_embed`` (1, P+N, D)
+      over the tokens in raster order, the prefix tokens' entries (class,
+      distillation) first.
       Resampled by 2D interpolation of the patch part.
     - 'learned_2d': two learned tables, ``pos_embed_x`` (1, gw, D/2) over the
       columns and ``pos_embed_y`` (1, gh, D/2) over the rows; patch (row i,
       col j) gets concat(X[j], Y[i]): the first D/2 channels say the column,
-      the last D/2 the row (the order of the sin-cos table). The class token
-      has its own learned D-vector ``pos_embed_cls`` (1, 1, D), as it has its
-      own entry in the 1-D table. D must be even. Resampled by 1-D
+      the last D/2 the row (the order of the sin-cos table). The prefix tokens
+      have their own learned D-vectors ``pos_embed_cls`` (1, P, D), as they
+      have their own entries in the 1-D table. D must be even. Resampled by 1-D
       interpolation of X and of Y.
     - 'sincos': the fixed 2-D sin-cos table of big_vision (no parameters;
-      the class token gets zeros). Computed for any grid.
+      the prefix tokens get zeros). Computed for any grid.
     - 'relative': nothing is added to the tokens; every layer has a learned
       bias per head on the attention logits, indexed by the offset (dy, dx)
       of query and key patch, as Swin and BEiT (see ``Attention``), with
@@ -361,13 +409,25 @@ class VisionTransformer(LinearHead, nn.Module):
     def __init__(self, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16,
                  in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
-                 pool: str = "cls", pos_embed: str = "learned", dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 representation_size: int | None = None, weight_init: str = "jax",
+                 pool: str = "cls", class_token: bool | None = None, fc_norm: bool = False,
+                 pos_embed: str = "learned", dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, layer_scale: float | None = None,
+                 distilled: bool = False, representation_size: int | None = None, weight_init: str = "jax",
                  patch_embed: nn.Module | None = None):
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"pool must be 'cls' or 'avg', got {pool!r}")
+        class_token = pool == "cls" if class_token is None else bool(class_token)
+        if pool == "cls" and not class_token:
+            raise ValueError("pool='cls' classifies the class token: class_token=False needs pool='avg'")
+        if layer_scale is not None and not layer_scale > 0:
+            raise ValueError(f"layer_scale is the initial value of the scales, e.g. 1e-5 (None: no layer "
+                             f"scale); got {layer_scale!r}")
+        if distilled and pool != "cls":
+            raise ValueError("distilled=True reads the class and distillation tokens: it needs pool='cls'")
+        if distilled and (fc_norm or representation_size):
+            raise ValueError("distilled=True has two heads on the normed tokens: it takes no fc_norm "
+                             "or representation_size")
         if pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {', '.join(map(repr, POS_EMBEDS))}, got {pos_embed!r}")
         if pos_embed == "learned_2d" and embed_dim % 2:
@@ -379,13 +439,16 @@ class VisionTransformer(LinearHead, nn.Module):
         self.embed_dim = self.num_features = embed_dim
         self.pool = pool
         self.pos_embed_type = pos_embed
+        self.distilled = bool(distilled)
 
         # A hybrid passes its own embedding (CNN features cut into 1x1 patches); any such layer
         # maps (B, C, H, W) to (B, N, D) and has grid_size, num_patches and grid_for(h, w).
         self.patch_embed = patch_embed or PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.first_conv = f"patch_embed.{self.patch_embed.first_conv}"  # adapted to other channel counts on load
-        self.num_prefix_tokens = 1 if pool == "cls" else 0
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if pool == "cls" else None
+        # prefix tokens, in this order: class token, distillation token
+        self.num_prefix_tokens = int(class_token) + int(self.distilled)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.distilled else None
         n_pos = self.patch_embed.num_patches + self.num_prefix_tokens
         gh, gw = self.patch_embed.grid_size
         # pos_embed is the 1-D table of 'learned' and None otherwise (checkpoints and analyses rely on it)
@@ -395,7 +458,8 @@ class VisionTransformer(LinearHead, nn.Module):
         elif pos_embed == "learned_2d":
             self.pos_embed_x = nn.Parameter(torch.zeros(1, gw, embed_dim // 2))  # over the columns
             self.pos_embed_y = nn.Parameter(torch.zeros(1, gh, embed_dim // 2))  # over the rows
-            self.pos_embed_cls = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix_tokens else None
+            self.pos_embed_cls = (nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim))
+                                  if self.num_prefix_tokens else None)  # one entry per prefix token
         elif pos_embed == "sincos":  # fixed; a buffer kept out of the state dict, rebuilt from the grid
             self.register_buffer("pos_table", self._sincos(self.patch_embed.grid_size), persistent=False)
         self.pos_drop = nn.Dropout(dropout)
@@ -403,9 +467,11 @@ class VisionTransformer(LinearHead, nn.Module):
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         rel_grid = (gh, gw) if pos_embed == "relative" else None  # each block's attention has its own table
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_dim, dropout, attn_dropout, r, rel_grid, self.num_prefix_tokens)
-            for r in rates])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+            Block(embed_dim, num_heads, mlp_dim, dropout, attn_dropout, r, rel_grid, self.num_prefix_tokens,
+                  layer_scale) for r in rates])
+        # the final norm: on every token (``norm``), or on the pooled vector (``fc_norm``)
+        self.norm = nn.Identity() if fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if fc_norm else nn.Identity()
 
         if representation_size:
             self.pre_logits = nn.Sequential()
@@ -415,6 +481,9 @@ class VisionTransformer(LinearHead, nn.Module):
         else:
             self.pre_logits = nn.Identity()
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist = None
+        if self.distilled:
+            self.head_dist = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(weight_init)
 
     # -- initialisation -------------------------------------------------------------------------
@@ -433,7 +502,10 @@ class VisionTransformer(LinearHead, nn.Module):
         by ``vitlab.load_pretrained`` when a new head is made for fine-tuning.
         The 'learned_2d' tables are initialised as the 1-D table; the 'relative'
         bias tables (class-token entries included) truncated normal(.02), cut at
-        +-2 as timm's, in both schemes (Swin's initialisation).
+        +-2 as timm's, in both schemes (Swin's initialisation). In both schemes
+        the distillation token is truncated normal(.02) (DeiT's; not zero, so
+        that it starts apart from the class token), the distillation head is
+        treated as the head, and the layer scales start at ``layer_scale``.
         """
         for name, m in self.named_modules():
             if name.startswith("patch_embed.") and name != "patch_embed.proj":
@@ -468,6 +540,11 @@ class VisionTransformer(LinearHead, nn.Module):
             for t in (getattr(blk.attn, k, None) for k in _REL_PARAMS):
                 if t is not None:
                     trunc_normal_(t, std=0.02, bound=2.0)
+            for ls in (blk.ls1, blk.ls2):
+                if isinstance(ls, LayerScale):
+                    nn.init.constant_(ls.gamma, ls.init)
+        if self.dist_token is not None:
+            trunc_normal_(self.dist_token, std=0.02, bound=2.0)
         if mode == "jax":
             self.zero_head()
         elif self.cls_token is not None:
@@ -475,21 +552,39 @@ class VisionTransformer(LinearHead, nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names kept out of weight decay besides biases and norms: the
-        class token and the position embeddings of every kind ('learned_2d': its
-        X, Y and class-token tables; 'relative': every block's bias tables)."""
-        return {"pos_embed", "cls_token"} | {
+        class token (and distillation token) and the position embeddings of every
+        kind ('learned_2d': its X, Y and class-token tables; 'relative': every
+        block's bias tables). Layer scales are vectors, left out by shape."""
+        return {"pos_embed", "cls_token"} | ({"dist_token"} if self.distilled else set()) | {
             n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or n.endswith(_REL_PARAMS)}
+
+    # -- heads ----------------------------------------------------------------------------------
+    def zero_head(self) -> None:
+        """Zero the head (and the distillation head)."""
+        super().zero_head()
+        if isinstance(self.head_dist, nn.Linear):
+            nn.init.zeros_(self.head_dist.weight)
+            nn.init.zeros_(self.head_dist.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Swap the head (and the distillation head) for zero-initialised ones with
+        ``num_classes`` outputs (0: none)."""
+        if self.distilled:
+            device = next(self.parameters()).device
+            self.head_dist = (nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0
+                              else nn.Identity())
+        super().reset_classifier(num_classes)  # zero_head() zeros both
 
     # -- forward --------------------------------------------------------------------------------
     def _sincos(self, grid: tuple[int, int]) -> torch.Tensor:
         table = sincos_2d(grid, self.embed_dim)
         if self.num_prefix_tokens:
             table = torch.cat([torch.zeros(self.num_prefix_tokens, self.embed_dim), table])
-        return table[None]  # (1, N(+1), D)
+        return table[None]  # (1, P+N, D)
 
     def position_embeddings(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
         """The position embeddings added to the tokens for a patch grid (default: the
-        build grid), (1, N(+1), D), class token first; resampled (bicubic) when the
+        build grid), (1, P+N, D), prefix tokens first; resampled (bicubic) when the
         grid differs from the build grid. None for 'none' and 'relative', which add
         nothing to the tokens."""
         grid = tuple(self.patch_embed.grid_size if grid is None else grid)
@@ -515,16 +610,19 @@ class VisionTransformer(LinearHead, nn.Module):
         return table
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, C, H, W) -> token sequence (B, N(+1), D) with position embeddings."""
+        """Image (B, C, H, W) -> token sequence (B, P+N, D), class token, distillation
+        token, patches, with position embeddings."""
         grid = self.patch_embed.grid_for(*x.shape[-2:])
         x = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
         pos = self.position_embeddings(grid)
         return self.pos_drop(x if pos is None else x + pos)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> normed token sequence (B, N(+1), D)."""
+        """Image -> normed token sequence (B, P+N, D), prefix tokens first (not
+        normed with fc_norm, whose norm comes after pooling)."""
         grid = self.patch_embed.grid_for(*x.shape[-2:])  # for the relative bias
         x = self.embed(x)
         for blk in self.blocks:
@@ -532,8 +630,17 @@ class VisionTransformer(LinearHead, nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0] if self.pool == "cls" else x.mean(dim=1)
-        x = self.pre_logits(x)
+        """Tokens (B, P+N, D) -> logits (B, num_classes), or the pooled features
+        (B, num_features) with ``pre_logits``. Distilled: the mean of the class
+        head on the class token and of ``head_dist`` on the distillation token
+        (``pre_logits``: the mean of the two tokens), as timm's DeiT."""
+        if self.distilled:
+            x, x_dist = x[:, 0], x[:, 1]
+            if pre_logits:
+                return (x + x_dist) / 2
+            return (self.head(x) + self.head_dist(x_dist)) / 2
+        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens:].mean(dim=1)  # (B, D)
+        x = self.pre_logits(self.fc_norm(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

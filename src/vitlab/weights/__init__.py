@@ -9,9 +9,16 @@ explicit key map per layout, checks every shape, and loads it.
 Layouts (detected from the key names):
 
 - ``timm`` / ``vitlab``: vitlab's parameter names are timm's
-  (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.attn.qkv``,
-  ``norm``, ``head``, ``pre_logits.fc``; a hybrid's CNN under
-  ``patch_embed.backbone``), so the map is the identity. A vitlab training
+  (``patch_embed.proj``, ``cls_token``, ``dist_token``, ``pos_embed``,
+  ``blocks.N.attn.qkv``, ``blocks.N.ls1.gamma``, ``norm``, ``fc_norm``,
+  ``head``, ``head_dist``, ``pre_logits.fc``; a hybrid's CNN under
+  ``patch_embed.backbone``), so the map is the identity: timm's plain ViTs,
+  average-pooled ones with ``fc_norm`` (with or without a class token: MAE
+  and BEiT-style fine-tuning), layer scale (DeiT-III, DINOv2; Facebook's
+  ``blocks.N.gamma_1``/``gamma_2`` are renamed), and DeiT distilled models
+  load into a vitlab ViT built with the matching options (``fc_norm``,
+  ``class_token``, ``layer_scale``, ``distilled``). A ``mask_token`` (masked
+  pretraining only) is dropped. A vitlab training
   checkpoint ``{"model": state_dict, "model_args": {...}, "grid_size": ...}``
   and timm's ``{"state_dict": ...}`` are unwrapped; ``module.`` (DDP) and
   ``_orig_mod.`` (torch.compile) prefixes are removed.
@@ -19,7 +26,9 @@ Layouts (detected from the key names):
   checkpoint uses (torchvision's ResNet state dicts for vitlab's ResNets,
   whose names are torchvision's) loads by identity.
 - ``hf``: Hugging Face transformers ``ViTForImageClassification`` /
-  ``ViTModel``, with or without the ``vit.`` prefix, in the names written to
+  ``ViTModel``, with or without the ``vit.`` prefix, and
+  ``DeiTForImageClassificationWithTeacher`` (``deit.``; ``distillation_token``,
+  ``cls_classifier``, ``distillation_classifier``), in the names written to
   files (``encoder.layer.N.attention.attention.query``) and in the names of
   transformers >= 5 in memory (``layers.N.attention.q_proj``). Separate q, k, v
   are concatenated into ``qkv``; ``pooler.dense`` (dense + tanh on the class
@@ -42,6 +51,13 @@ Layouts (detected from the key names):
   'gap' maps to vitlab's 'avg' (final norm, then mean) and 'tok' to 'cls';
   the attention-pooling head ('map') has no vitlab counterpart.
 
+Refused, in one line naming what is not supported (``UserError``, whatever
+``strict``): ViTs with a feature vitlab's ViT cannot represent (register
+tokens, q/k norm, a norm before the blocks, an attention-pooling head, a
+SwiGLU MLP, norms inside the branches, a norm after the patch embedding), and
+the state dicts of other architectures (Swin, ConvNeXt, BEiT, EVA, CLIP,
+torchvision's ViT, a ResNet into a ViT, ...) unless the model has their names.
+
 What happens when the checkpoint and the model differ (each case is logged
 with the ``logging`` module, logger ``vitlab.weights``):
 
@@ -51,16 +67,22 @@ with the ``logging`` module, logger ``vitlab.weights``):
   checkpoint's grid is taken from a vitlab checkpoint's ``grid_size`` (older
   checkpoints: from ``model_config``), else
   the model's grid when the token counts agree, else assumed square.
-- Class token: a checkpoint with a class token loaded into an 'avg' model (no
-  class token) drops the class token and the class entry of ``pos_embed``.
-  A position table without a class entry (big_vision, timm
-  ``no_embed_class``) loaded into a 'cls' model gives the class token a zero
-  position embedding, which is what those models compute.
+- Class token: a checkpoint with a class token loaded into a model without
+  one (pool='avg', class_token unset) drops the class token and the class
+  entry of ``pos_embed``. A position table without prefix entries (big_vision,
+  timm ``no_embed_class`` as DeiT-III) gives the model's prefix tokens zero
+  position embeddings, which is what those models compute.
+- Distillation token: a DeiT distilled checkpoint loaded into a model that is
+  not distilled drops ``dist_token``, its ``pos_embed`` entry and
+  ``head_dist``. The model is then the ViT without the token: its logits are
+  not the distilled model's class-head output, since the class token no
+  longer attends to the distillation token. A distilled model needs a
+  distilled checkpoint.
 - Head (any model: the layer ``get_classifier()`` returns, ``head`` or a
-  ResNet's ``fc``): a head whose class count differs from the model's is not
-  loaded; the model keeps a zero-initialised head (``model.zero_head()``),
-  the paper's fine-tuning rule. So does a model loaded from a checkpoint
-  without a head.
+  ResNet's ``fc``; with it a distilled ViT's ``head_dist``): a head whose
+  class count differs from the model's is not loaded; the model keeps a
+  zero-initialised head (``model.zero_head()``), the paper's fine-tuning
+  rule. So does a model loaded from a checkpoint without a head.
 - Input channels (any model: its ``first_conv``, the ViT's patch embedding,
   a ResNet's or hybrid's stem): filters for another number of input
   channels are adapted: summed over the colour channels for a one-channel
@@ -70,8 +92,13 @@ with the ``logging`` module, logger ``vitlab.weights``):
   dropped, and the head trained on top of it is zero-initialised too.
 - Any other tensor whose shape differs raises ``UserError`` naming the key and
   both shapes. With ``strict=True`` (default) tensors the model lacks, or model
-  tensors the checkpoint lacks, raise too; ``strict=False`` logs them and keeps
-  the model's values.
+  tensors the checkpoint lacks, raise too, naming the option that differs
+  where it is known (``fc_norm``, ``layer_scale``, ``distilled``, ...);
+  ``strict=False`` logs them and keeps the model's values.
+
+``weights_normalisation(source)`` (``vitlab.weights.norm``) says which input
+mean and std the weights were trained with, where the file or its layout
+says so.
 
 Loading never executes pickled code: ``torch.load(weights_only=True)``,
 ``safetensors`` and ``numpy.load(allow_pickle=False)``. Note the Google and
@@ -88,7 +115,10 @@ from torch import nn
 
 from .fit import fit
 from .layouts import map_layout
+from .norm import weights_normalisation
 from .read import read, unwrap
+
+__all__ = ["load_pretrained", "weights_normalisation"]
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 

@@ -1,6 +1,7 @@
 """Fitting mapped tensors to a model: the fine-tuning rules (position
 embeddings resampled, head replaced, input channels adapted, representation
-layer dropped), a shape check per tensor, and the strict-load report.
+layer and distillation token dropped), a shape check per tensor, and the
+strict-load report.
 
 Position embeddings of every ``pos_embed`` kind follow the model's patch grid:
 the 1-D table ('learned') by 2D interpolation of its patch part, the X and Y
@@ -25,23 +26,26 @@ from .read import Tensor
 
 log = logging.getLogger("vitlab.weights")
 
-# Checkpoint keys that mark a feature the model may not have; used to explain a failed strict load.
+# Checkpoint keys that mark a feature the model may not have (vitlab's ViT has an option for
+# each; the layouts it cannot represent are refused in ``layouts``); they explain a failed load.
 _UNSUPPORTED = {
-    "fc_norm.": ("a norm after average pooling (timm fc_norm); vitlab's 'avg' applies the final "
-                 "norm before the mean"),
-    "norm_pre.": "a norm before the blocks (CLIP-style pre_norm)",
-    "reg_token": "register tokens",
-    "dist_token": "a distillation token (DeiT distilled)",
-    "head_dist.": "a distillation head (DeiT distilled)",
-    ".ls1.": "layer scale",
-    ".q_norm.": "query/key normalisation",
-    "attn_pool.": "an attention-pooling head",
-    "MAPHead_0": "an attention-pooling head (big_vision pool_type 'map')",
+    "fc_norm.": "a norm after pooling (timm fc_norm): build the model with fc_norm=True",
+    ".ls1.": "layer scale (ls1, ls2): build the model with layer_scale set (e.g. 1e-5)",
     "conv_root": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
     "patch_embed.backbone.": "a ResNet stem (a hybrid ViT: load it into vit_r50_b16)",
     "pos_embed_x": "2-D learned position embeddings (pos_embed='learned_2d')",
     ".relative_position_bias_table": "relative position biases (pos_embed='relative')",
 }
+# Model keys that mark an option the checkpoint was not trained with; they explain missing tensors.
+_MISSING = {
+    "fc_norm.": ("a norm after pooling (fc_norm=True), the checkpoint a final norm on the tokens: "
+                 "build the model with fc_norm=False (MAE's fine-tuning instead starts fc_norm afresh, "
+                 "which strict=False does)"),
+    ".ls1.": "layer scale (layer_scale), the checkpoint none: build the model with layer_scale=None",
+    "dist_token": "a distillation token (distilled=True), the checkpoint none: build it with distilled=False",
+}
+_PREFIX_TOKENS = ("cls_token", "dist_token")  # in their order in the sequence
+_TOKEN_NAMES = {"cls_token": "class token", "dist_token": "distillation token"}
 
 
 def _shape_error(key: str, src: str, got, want) -> UserError:
@@ -61,20 +65,27 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
     is_vit = hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
 
     if is_vit:
-        ckpt_cls = "cls_token" in mapped
-        if ckpt_cls and "cls_token" not in target:
+        ckpt_tokens = [t for t in _PREFIX_TOKENS if t in mapped]
+        if "cls_token" in mapped and "cls_token" not in target:
             mapped.pop("cls_token")
-            log.info("class token dropped: the model pools by average ('avg') and has none")
+            log.info("class token dropped: the model has none (pool='avg', class_token=False)")
+        if "dist_token" in mapped and "dist_token" not in target:
+            mapped.pop("dist_token")
+            log.info("distillation token dropped: the model is not distilled (distilled=False); "
+                     "its class token now attends without it")
+            for w in ("weight", "bias"):
+                if mapped.pop(f"head_dist.{w}", None) is not None and w == "weight":
+                    log.info("distillation head (head_dist) dropped: the model classifies the class token only")
         if "pos_embed" in mapped:
             pos, src = mapped.pop("pos_embed")
             if "pos_embed" in target:
-                plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_cls, meta, interpolation)
+                plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_tokens, meta, interpolation)
             else:
                 kind = getattr(model, "pos_embed_type", None)
                 why = ("the model uses fixed sin-cos position embeddings" if kind == "sincos" else
                        f"the model has pos_embed={kind!r}, without a 1-D position table")
                 unexpected.append(f"{src} ({why})")
-        _fit_pos_2d(mapped, target, plan, interpolation)
+        _fit_pos_2d(mapped, target, plan, ckpt_tokens, interpolation)
         _fit_relative(mapped, target, plan, interpolation)
         if "pre_logits.fc.weight" in mapped and "pre_logits.fc.weight" not in target:
             mapped.pop("pre_logits.fc.weight")
@@ -102,13 +113,16 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
     if head_rule or hw not in target:
         had = mapped.pop(hw, None)
         mapped.pop(hb, None)
-        if had is not None and hw not in target:
+        # a distilled model's second head follows the head
+        had_dist = mapped.pop("head_dist.weight", None)
+        mapped.pop("head_dist.bias", None)
+        if (had is not None or had_dist is not None) and hw not in target:
             log.info("checkpoint head dropped: the model has no head (num_classes=0)")
 
     unexpected += [src for key, (_, src) in mapped.items() if key not in target]
     # a feature the model lacks (a hybrid's ResNet stem, layer scale, ...) explains what follows
     hint = next((why for k in unexpected for mark, why in _UNSUPPORTED.items() if mark in k), None)
-    hint = f"; the checkpoint has {hint}, which this model does not" if hint else ""
+    hint = f"; the checkpoint has {hint}" if hint else ""
     if hint and strict:
         raise UserError(f"{origin} ({layout} layout) does not fit the model {_model_name(model)}: "
                         f"{len(unexpected)} checkpoint tensors unused ({_few(unexpected)}){hint}")
@@ -118,7 +132,11 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
         if t.shape != target[key].shape:
             raise _shape_error(key, src, t.shape, target[key].shape)
         plan[key] = t
-    missing = [k for k in target if k not in plan and not (head_rule and k in (hw, hb))]
+    heads = (hw, hb, "head_dist.weight", "head_dist.bias")
+    missing = [k for k in target if k not in plan and not (head_rule and k in heads)]
+    if missing and not hint:
+        hint = next((why for k in missing for mark, why in _MISSING.items() if mark in k), None)
+        hint = f"; the model has {hint}" if hint else ""
     if missing or unexpected:
         parts = []
         if missing:
@@ -173,9 +191,15 @@ def _few(names: list[str], n: int = 4) -> str:
     return ", ".join(names[:n]) + more
 
 
-def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_cls: bool, meta: dict,
+def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_tokens: list[str], meta: dict,
              interpolation: str) -> Tensor:
-    """Checkpoint position table (1, [1+] N, D) -> the model's (1, [1+] N', D)."""
+    """Checkpoint position table (1, [P+] N, D) -> the model's (1, P'+N', D).
+
+    ``ckpt_tokens``: the checkpoint's prefix tokens ('cls_token', 'dist_token'),
+    whose entries, when the table has them, come first in that order. The model's
+    prefix entries are taken by token; a token the checkpoint has without an entry
+    (big_vision, timm ``no_embed_class``) gets zeros, which is what those models
+    compute; a token the checkpoint lacks keeps the model's own entry."""
     want = model.state_dict()["pos_embed"].shape
     if pos.ndim == 2:
         pos = pos[None]
@@ -192,35 +216,43 @@ def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_cls: bool, meta: dict
         s = math.isqrt(count)
         return (s, s) if count > 0 and s * s == count else None
 
-    # Does the table hold a class-token entry? Yes when the rest forms a grid;
+    # Does the table hold the prefix tokens' entries? Yes when the rest forms a grid;
     # else it covers the patches only (big_vision, timm no_embed_class).
-    if ckpt_cls and grid_for(n - 1):
-        cls_pos, patches, old_grid = pos[:, :1], pos[:, 1:], grid_for(n - 1)
+    k = len(ckpt_tokens)
+    if k and grid_for(n - k):
+        entries = {t: pos[:, i:i + 1] for i, t in enumerate(ckpt_tokens)}
+        patches, old_grid = pos[:, k:], grid_for(n - k)
     elif grid_for(n):
-        cls_pos, patches, old_grid = None, pos, grid_for(n)
+        entries, patches, old_grid = {}, pos, grid_for(n)
     else:
-        raise UserError(f"cannot infer the patch grid of {src} {tuple(pos.shape)} "
-                        f"({'with' if ckpt_cls else 'without'} a class token); it is not square "
-                        f"and does not match the model's grid {model_grid}")
+        tokens = " and ".join(_TOKEN_NAMES[t] for t in ckpt_tokens) or "no prefix token"
+        raise UserError(f"cannot infer the patch grid of {src} {tuple(pos.shape)} (with {tokens}); "
+                        f"it is not square and does not match the model's grid {model_grid}")
 
     if old_grid != model_grid:
         patches = resample_grid(patches, old_grid, model_grid, mode=interpolation)
         log.info("position embeddings resampled from grid %dx%d to %dx%d (%s)",
                  *old_grid, *model_grid, interpolation)
-    if model.num_prefix_tokens == 0:
-        if cls_pos is not None:
-            log.info("class-token entry of the position embeddings dropped: the model has no class token")
-        return patches
-    if cls_pos is None:
-        # No class entry: those models add no position to the class token.
-        cls_pos = torch.zeros_like(pos[:, :1]) if ckpt_cls else model.pos_embed.detach()[:, :1].cpu()
-    return torch.cat([cls_pos.to(patches.dtype), patches], dim=1)
+    model_tokens = [t for t in _PREFIX_TOKENS if getattr(model, t, None) is not None]
+    dropped = [t for t in entries if t not in model_tokens]
+    if dropped:
+        log.info("position-embedding entries of the %s dropped: the model has no such token",
+                 " and ".join(_TOKEN_NAMES[t] for t in dropped))
+    prefix = []
+    for i, t in enumerate(model_tokens):
+        if t in entries:
+            prefix.append(entries[t])
+        elif t in ckpt_tokens:  # a token without an entry: no position is added to it
+            prefix.append(torch.zeros_like(pos[:, :1]))
+        else:
+            prefix.append(model.pos_embed.detach()[:, i:i + 1].cpu())
+    return torch.cat([p.to(patches.dtype) for p in prefix] + [patches], dim=1)
 
 
-def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, interpolation: str) -> None:
+def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, ckpt_tokens: list[str], interpolation: str) -> None:
     """'learned_2d': the X table (1, gw, D/2) and the Y table (1, gh, D/2), each
-    resampled to the model's grid by 1-D interpolation (a 1 x g grid); the class
-    token's own vector is dropped when the model has no class token."""
+    resampled to the model's grid by 1-D interpolation (a 1 x g grid); the prefix
+    tokens' own vectors (1, P, D) are kept for the tokens the model has."""
     if "pos_embed_x" not in target:
         return
     for key in ("pos_embed_x", "pos_embed_y"):
@@ -237,9 +269,18 @@ def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, interpolation: str) ->
             t = resample_grid(t, (1, old), (1, want[1]), mode=interpolation)
             log.info("%s resampled from %d to %d positions (%s)", key, old, want[1], interpolation)
         plan[key] = t
-    if "pos_embed_cls" in mapped and "pos_embed_cls" not in target:
-        mapped.pop("pos_embed_cls")
-        log.info("class token's position embedding dropped: the model has no class token")
+    if "pos_embed_cls" in mapped:
+        t, src = mapped["pos_embed_cls"]
+        want = [k for k in _PREFIX_TOKENS if k in target]
+        keep = [i for i, k in enumerate(ckpt_tokens) if k in want]
+        if len(keep) < len(want) or t.ndim != 3 or t.shape[1] != len(ckpt_tokens):
+            return  # the shape check reports it
+        if not keep:
+            mapped.pop("pos_embed_cls")
+            log.info("prefix tokens' position embeddings dropped: the model has no class token")
+        elif len(keep) < t.shape[1]:
+            mapped["pos_embed_cls"] = (t[:, keep], src)
+            log.info("distillation token's position embedding dropped: the model is not distilled")
 
 
 def _fit_relative(mapped: Mapped, target: dict, plan: dict, interpolation: str) -> None:

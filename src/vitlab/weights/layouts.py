@@ -18,14 +18,67 @@ log = logging.getLogger("vitlab.weights")
 Mapped = dict[str, tuple[Tensor, str]]
 
 
+# Architectures whose state dicts are recognised in order to refuse them by name, when the
+# checkpoint is not in the model's own names: (what, a pattern of their key names).
+_FOREIGN = [
+    ("a Swin Transformer", r"(^|\.)layers\.\d+\.blocks\.\d+\."),
+    ("a ConvNeXt", r"(^|\.)(stages\.\d+\.blocks\.\d+\.conv_dw\.|downsample_layers\.|stages\.\d+\.\d+\.dwconv\.)"),
+    ("a BEiT (separate q_bias / v_bias and a relative position table per (offset, head))",
+     r"(^|\.)blocks\.\d+\.attn\.q_bias$|^rel_pos_bias\."),
+    ("an EVA (rotary position embeddings)", r"(^|\.)rope\.|\.attn\.q_proj\.weight$"),
+    ("a CLIP image tower", r"(^|\.)transformer\.resblocks\.\d+\."),
+    ("a torchvision ViT", r"^encoder\.layers\.encoder_layer_\d+\."),
+    ("a ResNet (torchvision / timm names)", r"^layer[1-4]\.\d+\.conv1\.weight$"),  # see _ADVICE
+    ("an EfficientNet / MobileNet", r"^conv_stem\.weight$|^features\.\d+\.block\."),
+    ("a Hugging Face model other than ViT and DeiT", r"^(swin|convnext|beit|dinov2|vit_mae|clip|resnet|"
+                                                       r"regnet|efficientnet|mobilevit|levit|data2vec_vision)\."),
+]
+# Features of other ViTs that vitlab's ViT cannot represent: (what, a pattern of their key names).
+_NOT_REPRESENTABLE = [
+    ("register tokens", r"(^|\.)(reg_token|register_tokens)$"),
+    ("query/key normalisation (q_norm, k_norm)", r"\.(q_norm|k_norm)\."),
+    ("a norm before the blocks (norm_pre, CLIP-style)", r"^norm_pre\."),
+    ("an attention-pooling head (global_pool='map')", r"^attn_pool\.|(^|/)MAPHead_0/"),
+    ("a SwiGLU MLP", r"\.mlp\.(w12|w1|w2|w3)\."),
+    ("a norm inside the attention or MLP branch (scale_attn_norm / scale_mlp_norm)",
+     r"\.attn\.norm\.|\.mlp\.norm\."),
+    ("a norm after the patch embedding", r"^patch_embed\.norm\."),
+]
+_ADVICE = {"a ResNet (torchvision / timm names)": "load it into a vitlab ResNet (resnet18, resnet34, resnet50, "
+                                                     "resnet101) of the same depth"}
+_LOADS = ("vitlab loads ViT weights (timm, Hugging Face ViT / DeiT, Google and big_vision .npz, "
+          "vitlab) into its ViTs and torchvision ResNet weights into its ResNets")
+
+
+def refuse_unsupported(keys, origin: str, model_keys: set[str]) -> None:
+    """One clear line for a checkpoint vitlab cannot represent: another architecture
+    (Swin, ConvNeXt, a ResNet into a ViT, ...) unless it is in the model's own names,
+    or a ViT with a feature vitlab's ViT lacks (register tokens, q/k norm, ...)."""
+    keys = list(keys)
+    own = model_keys and len(model_keys.intersection(keys)) >= len(model_keys) / 2
+    for what, pattern in [] if own else _FOREIGN:  # own names: a torchvision ResNet into a vitlab ResNet
+        rx = re.compile(pattern)
+        found = next((k for k in keys if rx.search(k)), None)
+        if found:
+            raise UserError(f"{origin}: this is {what} state dict (key {found!r}), not one vitlab can "
+                            f"load into this model; {_ADVICE.get(what, _LOADS)}")
+    for what, pattern in _NOT_REPRESENTABLE:
+        rx = re.compile(pattern)
+        found = next((k for k in keys if rx.search(k) and k not in model_keys), None)
+        if found:
+            raise UserError(f"{origin}: the checkpoint's ViT has {what} (key {found!r}), which vitlab's "
+                            "ViT cannot represent")
+
+
 def map_layout(state: dict[str, Tensor], origin: str, model_keys: set[str]) -> tuple[str, Mapped, list[str]]:
     """Detect the layout and map to vitlab names. -> (layout, mapped, unused source keys)."""
     keys = state.keys()
+    refuse_unsupported(keys, origin, model_keys)
     if "patch_embed.proj.weight" in keys or any(k.startswith("blocks.") for k in keys):
-        return "timm/vitlab", {k: (v, k) for k, v in state.items()}, []
+        return "timm/vitlab", _map_timm(state), []
     if model_keys and len(model_keys.intersection(keys)) >= len(model_keys) / 2:
         return "vitlab", {k: (v, k) for k, v in state.items()}, []  # the model's own names (any model)
-    for p in ("vit.", ""):
+    for p in ("vit.", "deit.", ""):
         if f"{p}embeddings.patch_embeddings.projection.weight" in keys:
             return ("hf",) + _map_hf(state, p)
     for p in ("", "opt/target/", "params/", "params/img/", "img/"):
@@ -34,6 +87,21 @@ def map_layout(state: dict[str, Tensor], origin: str, model_keys: set[str]) -> t
     sample = ", ".join(list(keys)[:4])
     raise UserError(f"{origin}: unknown weights layout (first keys: {sample}); expected a timm, "
                     "Hugging Face ViT, Google/big_vision .npz or vitlab checkpoint")
+
+
+def _map_timm(state: dict[str, Tensor]) -> Mapped:
+    """timm's names are vitlab's. Besides: Facebook's DeiT-III / CaiT checkpoints name the
+    layer scales ``blocks.N.gamma_1`` / ``gamma_2`` (timm: ``ls1.gamma`` / ``ls2.gamma``), and
+    masked-image-modelling checkpoints (DINOv2, MAE) hold a ``mask_token`` used in
+    pretraining only, which is dropped."""
+    out: Mapped = {}
+    for k, v in state.items():
+        if k == "mask_token":
+            log.info("mask token dropped: it is used in masked-image pretraining only")
+            continue
+        m = re.fullmatch(r"(blocks\.\d+\.)gamma_([12])", k)
+        out[f"{m.group(1)}ls{m.group(2)}.gamma" if m else k] = (v, k)
+    return out
 
 
 class _Rules:
@@ -71,9 +139,13 @@ def _block_indices(keys, pattern: str) -> list[int]:
 
 
 def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
+    """``ViTModel`` / ``ViTForImageClassification`` (prefix ``vit.``) and ``DeiTModel`` /
+    ``DeiTForImageClassificationWithTeacher`` (prefix ``deit.``; ``distillation_token``,
+    ``cls_classifier``, ``distillation_classifier``: a distilled vitlab ViT)."""
     r = _Rules(state)
     e = f"{p}embeddings."
     r.add("cls_token", e + "cls_token")
+    r.add("dist_token", e + "distillation_token")
     r.add("pos_embed", e + "position_embeddings")
     r.add("patch_embed.proj.weight", e + "patch_embeddings.projection.weight")
     r.add("patch_embed.proj.bias", e + "patch_embeddings.projection.bias")
@@ -103,6 +175,8 @@ def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
         r.add(f"norm.{w}", f"{p}layernorm.{w}")
         r.add(f"pre_logits.fc.{w}", f"{p}pooler.dense.{w}")
         r.add(f"head.{w}", f"classifier.{w}")
+        r.add(f"head.{w}", f"cls_classifier.{w}")  # DeiT with its distillation head
+        r.add(f"head_dist.{w}", f"distillation_classifier.{w}")
     # The mask token is used only for masked-image pretraining.
     r.used.add(e + "mask_token")
     return r.out, r.leftover()
