@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny import make_fashion, write_config
+from tiny import make_fashion, write_config
 from vitlab import cli
 from vitlab.train import checkpoint
 from vitlab.train.engine import _Dist
 from vitlab.train.loader import shard
 
-from tests.test_cli import read_metrics
+
+def read_metrics(out: Path) -> list[dict]:
+    import csv
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def torchrun(config: Path, out: Path, *sets: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -19,7 +19,8 @@ from .errors import UserError
 
 # Keys that --resume may change: where things run and how they are shown, not what is trained.
 RESUME_KEYS = {"train.device", "train.threads", "train.progress", "train.loggers", "data.root",
-               "data.num_workers", "train.eval_batch_size"}
+               "data.num_workers", "train.eval_batch_size",
+               "train.epochs", "train.steps"}  # a longer run: the schedule follows the longer plan from here
 MACS_NOTE = "multiply-accumulates of one forward pass at batch 1, attention matmuls included"
 
 
@@ -43,6 +44,11 @@ def _cmd_train(a) -> int:
         if not a.config:
             raise UserError("give a CONFIG file (see configs/) or --resume DIR")
         cfg = cfgmod.load(a.config, a.set)
+        weights = getattr(a, "weights", None)
+        if weights:
+            cfg.model.pretrained = str(weights)
+        if getattr(a, "finetune", False) and not cfg.model.pretrained:
+            raise UserError("vitlab finetune needs --weights PATH (or model.pretrained in the config)")
         out = Path(a.out) if a.out else Path("runs") / f"{Path(a.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file, not a folder; choose another --out")
@@ -52,16 +58,21 @@ def _cmd_train(a) -> int:
     new_dirs = [d for d in (out, *out.parents) if not d.exists()]  # made by this run, innermost first
     created = bool(new_dirs)  # out is new exactly when some folder on its path is
     trainer = Trainer(cfg, out, resume=bool(a.resume))
-    if a.resume and trainer.epoch >= cfg.train.epochs:
+    if a.resume and trainer.epoch >= trainer.total_epochs:
         if trainer.dist.main:
-            print(f"the run in {out} has finished its {cfg.train.epochs} epochs: nothing to resume "
-                  f"(best.pt, last.pt, metrics.csv are there)")
+            length = f"{cfg.train.steps} steps" if cfg.train.steps else f"{cfg.train.epochs} epochs"
+            print(f"the run in {out} has finished its {length}: nothing to resume (best.pt, last.pt, "
+                  f"metrics.csv are there; `--set train.epochs=N` or `train.steps=N` makes it longer)")
         return 0
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if trainer.dist.main:
         print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
               f"{len(trainer.train_ds):,} train / {len(trainer.val_ds):,} val images, "
               f"{trainer.info.num_classes} classes | device {trainer.device} | run {out}", flush=True)
+        for note in trainer.notes:
+            print(note, flush=True)
+        if trainer.frozen:
+            print(f"frozen: {trainer.frozen:,} of {n_params:,} parameters", flush=True)
         if a.resume:
             print(f"resuming at epoch {trainer.epoch + 1}" + (f", step {trainer.steps_done + 1}" if trainer.skip else ""),
                   flush=True)
@@ -94,6 +105,26 @@ def _cmd_train(a) -> int:
         print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
               f"{100 * s['final_acc']:.2f}%, {s['epochs']} epochs in {s['seconds']:.0f}s; "
               f"run in {out} (best.pt, last.pt, metrics.csv, curves.png)")
+    return 0
+
+
+def _cmd_finetune(a) -> int:
+    if a.resume and a.weights:
+        raise UserError("--resume takes the weights from the run's last.pt; leave out --weights")
+    a.finetune = True
+    return _cmd_train(a)
+
+
+def _cmd_sweep(a) -> int:
+    from .sweep import run_sweep
+    from .train.engine import Interrupted
+
+    try:
+        run_sweep(a.config, a.grid, a.set, out=a.out, retrain=not a.no_retrain, weights=a.weights)
+    except Interrupted as e:
+        print(f"vitlab: {e}; run the same sweep command with the same --out to continue the sweep",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -223,22 +254,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help=f"{help}; several after one --set or one per --set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlab", description="Vision Transformers: train, evaluate, analyse.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a YAML config, or resume a run")
     t.add_argument("config", nargs="?", help="YAML config (see configs/)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    _add_set(t, "override config values, e.g. --set train.epochs=5 train.lr=1e-3")
     t.add_argument("--out", help="run directory (default runs/<config>-<time>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt "
+                   "(--set train.epochs=N or train.steps=N makes a finished run longer)")
     t.set_defaults(func=_cmd_train)
+
+    ft = sub.add_parser("finetune", help="fine-tune pretrained weights: a config plus --weights "
+                                         "(new zero head, position embeddings resampled)")
+    ft.add_argument("config", nargs="?", help="YAML config (see configs/finetune_*.yaml)")
+    ft.add_argument("--weights", help="weights file: timm, Hugging Face, Google .npz, torchvision or vitlab")
+    _add_set(ft, "override config values, e.g. --set train.lr=0.003 data.img_size=384")
+    ft.add_argument("--out", help="run directory (default runs/<config>-<time>)")
+    ft.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (the weights "
+                    "file is not read again)")
+    ft.set_defaults(func=_cmd_finetune)
+
+    sw = sub.add_parser("sweep", help="one run per grid point on a holdout of the training set, "
+                                      "then the best retrained on all of it and tested")
+    sw.add_argument("config", help="YAML config")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+                    help="values to try, e.g. --grid train.lr=0.001,0.003,0.01,0.03 (repeatable: the product)")
+    _add_set(sw, "override config values for every run")
+    sw.add_argument("--weights", help="pretrained weights for every run (as vitlab finetune)")
+    sw.add_argument("--out", help="sweep folder (default runs/sweep-<config>-<time>); run the same command "
+                    "with the same --out to continue an interrupted sweep")
+    sw.add_argument("--no-retrain", action="store_true", help="stop after picking the best point")
+    sw.set_defaults(func=_cmd_sweep)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, loss, per-class accuracy, confusion matrix")
     e.add_argument("checkpoint")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
+    _add_set(e, "override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--out", help="confusion-matrix PNG (default next to the checkpoint)")
@@ -264,8 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--distance-images", type=int, default=128, help="images averaged for the attention distance")
     an.add_argument("--gallery", type=int, default=16,
                     help="images in each gallery: predictions, and the most confident mistakes")
-    an.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
+    _add_set(an, "override the checkpoint's data config, e.g. --set data.root=/data/cifar10")
     an.set_defaults(func=_cmd_analyze)
 
     m = sub.add_parser("models", help="list registered models by family with parameters and MACs")

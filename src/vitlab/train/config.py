@@ -31,6 +31,9 @@ class ModelConfig:
 
     name: str = "vit"  # a name from `vitlab models`
     pretrained: str | None = None  # weights file for vitlab.load_pretrained (fine-tuning)
+    keep_head: bool = False  # with pretrained: keep the file's head when its classes fit (default: a new zero head)
+    freeze: str | None = None  # 'backbone': only the classification head trains (linear probing)
+    freeze_blocks: int = 0  # freeze the patch embedding (position embeddings, tokens) and the first N blocks
     args: dict[str, Any] = field(default_factory=dict)  # the builder's options; a None value keeps the default
 
 
@@ -55,11 +58,15 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     mean: list[float] | None = None  # per-channel normalisation (None: the dataset's own statistics;
     std: list[float] | None = None   # Google's checkpoints were trained with 0.5, 0.5)
+    labels: str = "folders"  # imagefolder: 'folders' (a subfolder per class) | 'from_filename' (cat_0001.png)
+    bad_images: str = "skip"  # imagefolder: unreadable image files 'skip' (counted, listed) | 'error'
+    holdout: float = 0.0  # keep this seeded, stratified fraction of the training set as the validation set
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    steps: int | None = None  # length in optimizer steps instead of epochs (the last epoch may be partial)
     batch_size: int = 128
     optimizer: str = "adamw"  # adam | adamw | sgd
     lr: float = 1e-3  # peak learning rate (after warmup)
@@ -71,6 +78,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # not applied to biases, norms, position embeddings, class token
     schedule: str = "cosine"  # cosine | linear | step | constant, stepped per optimizer step
     warmup_epochs: float = 0.0  # linear warmup from 0 (fractions allowed)
+    warmup_steps: int | None = None  # the warmup in optimizer steps instead (overrides warmup_epochs)
     step_epochs: int = 30  # step schedule: multiply lr by step_gamma every step_epochs
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
@@ -96,7 +104,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain values for YAML: the model's options sit beside ``name``, tuples become lists."""
         d = dataclasses.asdict(self)
-        d["model"] = {"name": self.model.name, "pretrained": self.model.pretrained,
+        d["model"] = {**{k: v for k, v in d["model"].items() if k != "args"},
                       **{k: _plain(v) for k, v in self.model.args.items()}}
         return d
 
@@ -186,7 +194,7 @@ def apply(cfg: Config, key: str, value: Any) -> None:
         raise UserError(f"unknown config key {key!r}{_closest(key, all_keys)}; "
                         f"keys are section.name with sections {', '.join(SECTIONS)}")
     types_ = _section_types(section)
-    if section == "model" and name not in ("name", "pretrained"):
+    if section == "model" and (name not in types_ or name == "args"):
         cfg.model.args[name] = value  # checked against the model's builder by check_model()
         return
     if name not in types_:
@@ -272,7 +280,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
 def apply_overrides(cfg: Config, overrides) -> None:
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"--set expects key=value, got {item!r}")
+            raise UserError(f"--set expects key=value, got {item!r} (a CONFIG goes before --set)")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else None

@@ -45,8 +45,10 @@ from .. import __version__
 from ..errors import UserError
 from ..models import create_model
 from . import checkpoint, config as config_mod
+from .card import source_weights, write_card
+from .freeze import apply_freeze, frozen_norms_to_eval
 from .loader import make_batches
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, total_steps
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
 
 
@@ -72,10 +74,15 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_model(cfg, info) -> nn.Module:
+def build_model(cfg, info, weights: bool = True) -> nn.Module:
     """The model of ``cfg.model`` sized for the dataset ``info``: its channels
     and classes, and its image size unless the config sets one. A builder that
-    cannot take the dataset's channels or classes is refused in one line."""
+    cannot take the dataset's channels or classes is refused in one line.
+
+    With ``model.pretrained`` (and ``weights``; a resumed run takes its weights
+    from its checkpoint instead) the file is loaded with ``load_pretrained``
+    (position embeddings resampled, channels adapted) and, unless
+    ``model.keep_head``, the head is replaced by a zero-initialised one."""
     from ..models.registry import model_options
     options = model_options(cfg.model.name)  # the name was checked when the config was read
     args = dict(cfg.model.args)
@@ -89,9 +96,11 @@ def build_model(cfg, info) -> nn.Module:
         model = create_model(cfg.model.name, **args)
     except ValueError as e:
         raise UserError(f"cannot build model {cfg.model.name!r}: {e}") from None
-    if cfg.model.pretrained:
+    if cfg.model.pretrained and weights:
         from ..weights import load_pretrained
         model = load_pretrained(model, cfg.model.pretrained)
+        if not cfg.model.keep_head:
+            model.reset_classifier(info.num_classes)
     return model
 
 
@@ -198,7 +207,8 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out_dir)
         tc = cfg.train
         for key, ok in (("train.epochs", tc.epochs >= 1), ("train.batch_size", tc.batch_size >= 1),
-                        ("train.accum_steps", tc.accum_steps >= 1), ("train.lr", tc.lr >= 0)):
+                        ("train.accum_steps", tc.accum_steps >= 1), ("train.lr", tc.lr >= 0),
+                        ("train.steps", tc.steps is None or tc.steps >= 1)):
             if not ok:
                 raise UserError(f"{key} must be positive")
         if tc.amp not in ("none", "bf16", "fp16"):
@@ -220,10 +230,21 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         seed_everything(tc.seed)
 
+        self.notes = []  # lines for the log and the model card
+        if cfg.model.pretrained and not resume:
+            if not Path(cfg.model.pretrained).exists():
+                raise UserError(f"weights file not found: {cfg.model.pretrained}")
+            self.source = source_weights(cfg.model.pretrained)
+            self._weights_normalisation()
+        else:
+            self.source = None
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, tc.seed)
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
-        self.model = build_model(cfg, self.info).to(self.device)
+        self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
+        self.frozen = apply_freeze(self.model, cfg.model.freeze, cfg.model.freeze_blocks)
         self.steps_per_epoch = math.ceil(len(self._batches(0, train=True)) / tc.accum_steps)
+        self.total_steps = total_steps(tc, self.steps_per_epoch)
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(self.model, tc)
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.amp == "fp16")
@@ -248,6 +269,25 @@ class Trainer:
             config_mod.save(cfg, self.out / "config.yaml")
         self.stop_signal = None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+
+    def _weights_normalisation(self) -> None:
+        """data.mean/std from the weights' own convention where it is known and the config sets none."""
+        data = self.cfg.data
+        if data.mean is not None or data.std is not None:
+            self.notes.append(f"normalisation: data.mean={data.mean}, data.std={data.std} (from the config)")
+            return
+        from ..weights import weights_normalisation
+        found = weights_normalisation(self.cfg.model.pretrained)
+        if found is None:
+            self.notes.append("normalisation: the dataset's own statistics (the weights' convention is not known)")
+            return
+        mean, std, where = found
+        from ..data.datasets import DATASETS, _canonical_name
+        spec = DATASETS.get(_canonical_name(data.name))
+        if spec is not None and spec.in_chans == 1 and len(mean) > 1:  # RGB statistics, one-channel data
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        data.mean, data.std = list(mean), list(std)
+        self.notes.append(f"normalisation: mean={list(mean)}, std={list(std)}, the weights' convention ({where})")
 
     # -- data ------------------------------------------------------------------------------------
     def _batches(self, epoch: int, train: bool, skip: int = 0):
@@ -276,7 +316,7 @@ class Trainer:
             "dataset": {k: getattr(self.info, k) for k in ("name", "num_classes", "in_chans", "img_size",
                                                            "mean", "std", "classes")},
             "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
-            "vitlab_version": __version__,
+            "vitlab_version": __version__, "source_weights": self.source,
         }
         if hasattr(model, "grid_size"):  # the patch grid, for resampling position embeddings on load
             state["grid_size"] = tuple(model.grid_size())
@@ -296,6 +336,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.best_acc, self.history = ckpt["epoch"], ckpt["best_acc"], ckpt["history"]
+        self.source = ckpt.get("source_weights")
         # before 0.4 the position in the epoch was counted in batches of a one-process run
         self.skip = ckpt.get("skip_samples", ckpt.get("skip", 0) * self.cfg.train.batch_size)
         self.partial = ckpt.get("partial")
@@ -329,7 +370,9 @@ class Trainer:
         logs = Loggers(tc.loggers, self.out, self.cfg.to_dict(), self.out.name) if self.dist.main else None
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.epoch < tc.epochs:
+            if self.dist.main:
+                write_card(self)
+            while self.epoch < self.total_epochs:
                 epoch = self.epoch
                 t0 = time.perf_counter()
                 base_seed = tc.seed * 1_000_003 + epoch
@@ -344,10 +387,12 @@ class Trainer:
                         seed_everything(self.dist.seed(base_seed * 1_000_000_007 + self.skip))
                     sums, seconds_before = list(self.partial["sums"]), self.partial["seconds"]
                 self.net.train()
+                frozen_norms_to_eval(self.model)
                 start, done_before = self.skip, self.steps_done
                 batches = self._batches(epoch, train=True, skip=start)
                 n_batches = len(batches)
-                bar = tqdm(total=n_batches + done_before, initial=done_before, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                bar = tqdm(total=n_batches + done_before, initial=done_before,
+                           desc=f"epoch {epoch + 1}/{self.total_epochs}",
                            disable=None if (tc.progress and self.dist.main) else True, leave=False,
                            dynamic_ncols=True)
                 seen_t, seen_n = time.perf_counter(), 0
@@ -382,6 +427,8 @@ class Trainer:
                                 else "a signal to another rank")
                         raise Interrupted(f"stopped by {name} after step {done_before + j + 1} of epoch {epoch + 1}; "
                                           f"last.pt saved, resume with `vitlab train --resume {self.out}`")
+                    if step_done and self.scheduler.last_epoch >= self.total_steps:
+                        break  # train.steps reached: the last epoch ends here
                 bar.close()
                 train_seconds = seconds_before + time.perf_counter() - t0
                 lr = self.last_lr
@@ -402,8 +449,9 @@ class Trainer:
                     self._save("last.pt")
                     write_metrics(self.out / "metrics.csv", self.history)
                     plot_curves(self.out / "curves.png", self.history)
+                    write_card(self)
                     logs.scalars({k: row[k] for k in COLUMNS if k != "epoch"}, epoch + 1)
-                    print(f"epoch {epoch + 1}/{tc.epochs}  train loss {row['train_loss']:.4f} "
+                    print(f"epoch {epoch + 1}/{self.total_epochs}  train loss {row['train_loss']:.4f} "
                           f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} acc {100 * val_acc:.2f}%"
                           f"  lr {lr:.2e}  {row['seconds']:.0f}s" + ("  *best" if is_best else ""), flush=True)
         finally:

@@ -70,9 +70,17 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str, min_ratio: f
     raise UserError(f"unknown train.schedule {schedule!r}; choose cosine, linear, step or constant")
 
 
+def total_steps(tc, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: ``train.steps``, or ``train.epochs`` epochs."""
+    return tc.steps if tc.steps else tc.epochs * steps_per_epoch
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int):
-    total = tc.epochs * steps_per_epoch
-    warmup = int(round(tc.warmup_epochs * steps_per_epoch))
+    """Per-step schedule over ``total_steps``. A run resumed with a longer length keeps its
+    step count and follows the longer plan from there (not bit-equal to a run planned that
+    long from the start: its earlier steps used the shorter plan's rates)."""
+    total = total_steps(tc, steps_per_epoch)
+    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(round(tc.warmup_epochs * steps_per_epoch))
     min_ratio = tc.min_lr / tc.lr if tc.lr > 0 else 0.0
     lr_factor(0, total=total, warmup=warmup, schedule=tc.schedule)  # validates the name early
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(

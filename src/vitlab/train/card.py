@@ -1,0 +1,114 @@
+"""``model_card.md``: what a run is, written beside its checkpoints.
+
+Architecture and parameter count, the source weights (file name and
+sha256), data and preprocessing, the recipe, the result so far, the hardware
+and the time. Rewritten (atomically) when the run starts and after every
+epoch, so that it always describes the checkpoints next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .checkpoint import atomic_write
+
+
+def source_weights(path: str | os.PathLike) -> dict:
+    """File name, size and sha256 of a weights file (or of a folder's files, e.g. a
+    Hugging Face checkpoint folder, hashed in name order)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    size = 0
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+    return {"file": p.name, "path": str(p), "sha256": h.hexdigest(), "bytes": size}
+
+
+def _hardware(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+               f"{torch.get_num_threads()} threads)"
+    return f"{world} x {name}" if world > 1 else name
+
+
+def card_lines(t) -> list[str]:
+    """The card of the run of trainer ``t`` (a ``vitlab.train.engine.Trainer``)."""
+    cfg, tc, d, info, model = t.cfg, t.cfg.train, t.cfg.data, t.info, t.model
+    n = sum(p.numel() for p in model.parameters())
+    args = ", ".join(f"{k}={v!r}" for k, v in model.model_args.items())
+    src = t.source
+    weights = (f"`{src['file']}` ({src['bytes']:,} bytes), sha256 `{src['sha256']}`" if src
+               else "none: trained from scratch")
+    head = ("the file's head kept" if cfg.model.keep_head else "a new zero-initialised head") if src else ""
+    aug = [f"random crop with padding {d.crop_padding}"] if d.crop_padding else []
+    aug += ["horizontal flip"] if d.hflip else []
+    aug += [f"AutoAugment ({d.auto_augment})"] if d.auto_augment else []
+    aug += [f"RandAugment ({d.rand_augment} ops, magnitude {d.rand_augment_magnitude})"] if d.rand_augment else []
+    aug += [f"random erasing p={d.random_erasing}"] if d.random_erasing else []
+    aug += [f"Mixup alpha={d.mixup}"] if d.mixup else []
+    aug += [f"CutMix alpha={d.cutmix}"] if d.cutmix else []
+    val = (f"a seeded, stratified {100 * d.holdout:g}% of the training set (holdout)" if d.holdout
+           else "the dataset's validation/test split")
+    global_batch = tc.batch_size * tc.accum_steps * t.dist.world
+    length = f"{tc.steps:,} steps" if tc.steps else f"{tc.epochs} epochs"
+    warm = (f"{tc.warmup_steps} steps" if tc.warmup_steps is not None else f"{tc.warmup_epochs:g} epochs")
+    freeze = ("only the head trains (model.freeze=backbone)" if cfg.model.freeze == "backbone"
+              else f"patch embedding and the first {cfg.model.freeze_blocks} blocks frozen"
+              if cfg.model.freeze_blocks else "every parameter trains")
+    h = t.history
+    if h:
+        best = max(h, key=lambda r: r["val_acc"])
+        done = t.epoch >= t.total_epochs
+        result = [f"- {'finished' if done else 'in progress'}: {len(h)} of {t.total_epochs} epochs, "
+                  f"{t.scheduler.last_epoch:,} of {t.total_steps:,} optimizer steps",
+                  f"- best validation top-1 {100 * best['val_acc']:.2f}% (epoch {best['epoch']}, `best.pt`); "
+                  f"last {100 * h[-1]['val_acc']:.2f}% (`last.pt`)",
+                  f"- training time {sum(r['seconds'] for r in h):,.0f} s (evaluation included)"]
+    else:
+        result = ["- not trained yet"]
+    return [
+        f"# Model card: {t.out.name}", "",
+        "## Model", "",
+        f"- `{model.model_name}` ({args})",
+        f"- {n:,} parameters" + (f", {t.frozen:,} of them frozen; {freeze}" if t.frozen else f"; {freeze}"),
+        f"- source weights: {weights}" + (f"; {head}" if head else ""), "",
+        "## Data", "",
+        f"- `{info.name}`" + (f" from `{d.root}`" if d.root else "") + f": {len(t.train_ds):,} training images, "
+        f"{len(t.val_ds):,} validation images ({val}), {info.num_classes} classes",
+        f"- input {info.in_chans} x {d.img_size or info.img_size} px; normalisation mean {list(info.mean)}, "
+        f"std {list(info.std)}",
+        f"- augmentation: {', '.join(aug) if aug else 'none'}"
+        + (f"; label smoothing {tc.label_smoothing:g}" if tc.label_smoothing else ""), *(
+            f"- {note}" for note in t.notes), "",
+        "## Recipe", "",
+        f"- {tc.optimizer}, peak learning rate {tc.lr:g}, {tc.schedule} schedule, warmup {warm}, "
+        f"weight decay {tc.weight_decay:g}" + (f", momentum {tc.momentum:g}" if tc.optimizer == "sgd" else ""),
+        f"- batch {global_batch} ({tc.batch_size} per process x {tc.accum_steps} accumulated x "
+        f"{t.dist.world} processes), {length}"
+        + (f", gradient clipping at norm {tc.clip_grad:g}" if tc.clip_grad else "")
+        + (f", {tc.amp} autocast" if tc.amp != "none" else "") + f", seed {tc.seed}", "",
+        "## Result", "", *result, "",
+        "## Hardware and software", "",
+        f"- {_hardware(t.device, t.dist.world)}; torch {torch.__version__}, vitlab {__version__}, "
+        f"Python {platform.python_version()}", "",
+        "The whole config is `config.yaml`; per-epoch numbers are in `metrics.csv`.", "",
+    ]
+
+
+def write_card(t) -> None:
+    text = "\n".join(card_lines(t))
+    atomic_write(t.out / "model_card.md", lambda f: f.write(text.encode("utf-8")))
