@@ -251,9 +251,12 @@ def test_bad_input_images(runs, tmp_path, capsys):
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
-def test_corrupt_image_in_the_split_leaves_no_output(runs, tmp_path, capsys):
-    """A corrupt file of the validation split is read after the output folder is made: the folder
-    is removed again, or emptied again when it was there, empty, before."""
+def test_corrupt_image_in_the_split_leaves_no_output(runs, tmp_path, capsys, monkeypatch):
+    """A corrupt file of the validation split is read after the output folder is made (one that went
+    bad after the check before reading): the folder is removed again, or emptied again when it was
+    there, empty, before."""
+    import vitlab.data.datasets as datasets
+    monkeypatch.setattr(datasets, "find_bad_images", lambda *a, **k: [])
     data = tmp_path / "data"
     shutil.copytree(runs["folder_data"], data)
     (data / "val" / "dog" / "1.png").write_bytes(PNG + b"\x00" * 40)

@@ -321,16 +321,32 @@ def test_corrupt_first_image_in_image_folder(tmp_path, capsys):
     root = make_imagefolder(tmp_path / "imgs")
     bad = root / "train" / "cat" / "00.png"
     bad.write_bytes(b"this is not a png")
-    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root)}, batch_size=8)
+    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root), "bad_images": "error"},
+                       batch_size=8)
     err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
-    assert f"cannot read image {bad}" in err
+    assert str(bad) in err and "cannot be read" in err
     assert not (tmp_path / "run").exists()
 
 
+def test_unreadable_images_are_left_out_and_listed_in_the_run(tmp_path, capsys):
+    """data.bad_images=skip (the default): the run trains on the rest and lists what it left out."""
+    root = make_imagefolder(tmp_path / "imgs")
+    bad = root / "train" / "cat" / "00.png"
+    bad.write_bytes(b"this is not a png")
+    cfg = write_config(tmp_path / "c.yaml", {"name": "imagefolder", "root": str(root)}, batch_size=8, epochs=1,
+                       loggers=[])
+    assert cli.main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    listed = (tmp_path / "run" / "bad_images.txt").read_text().splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{bad}\t")
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["history"][0]["train_images"] == 15
+
+
 @pytest.mark.parametrize("workers", [0, 1])
-def test_truncated_image_found_during_training(tmp_path, capsys, workers):
-    """A corrupt file is found when its batch is read (also in a DataLoader worker): one line naming it,
-    and no half-made run left."""
+def test_truncated_image_found_during_training(tmp_path, capsys, workers, monkeypatch):
+    """A file that goes bad after the check before training is found when its batch is read (also in
+    a DataLoader worker): one line naming it, and no half-made run left."""
+    import vitlab.data.datasets as datasets
+    monkeypatch.setattr(datasets, "find_bad_images", lambda *a, **k: [])
     root = make_imagefolder(tmp_path / "imgs")
     bad = root / "train" / "dog" / "05.png"
     bad.write_bytes(bad.read_bytes()[:60])  # a valid PNG header, then nothing

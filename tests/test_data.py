@@ -27,6 +27,12 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Checks of image files are remembered in vitlab's cache: a fresh one per test, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 # --------------------------------------------------------------------------- writers of the real formats
 
 
@@ -289,7 +295,7 @@ def test_cifar10_jpeg_folders(tmp_path):
                                    subset_mode="first"), seed=0)
     assert len(sub) == 5 and sub.targets.tolist() == [0, 0, 0, 1, 1]
     with pytest.raises(UserError, match=r"cat/0001\.jpg") as e:
-        build_datasets(cfg(name="cifar10", root=str(tmp_path)), seed=0)
+        build_datasets(cfg(name="cifar10", root=str(tmp_path), bad_images="error"), seed=0)
     one_line(e)
 
 
@@ -394,10 +400,13 @@ def test_imagefolder_corrupt_image(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     empty = tmp_path / "train" / "dog" / "8.jpg"
     empty.write_bytes(b"")
-    train, _, _ = build_datasets(cfg(name="imagefolder", root=str(tmp_path)), seed=0)
-    for path in (bad, empty):  # listed (image extension), and a clear error when read
+    train, _, info = build_datasets(cfg(name="imagefolder", root=str(tmp_path)), seed=0)
+    assert [p for p, _ in info.bad_files] == [str(empty), str(bad)]  # found before training, left out
+    assert str(bad) not in train.paths and len(train) == 9
+    listed = ImageFileDataset([str(bad), str(empty)], [1, 1], info.classes)
+    for i, path in enumerate((bad, empty)):  # read anyway: a clear error
         with pytest.raises(UserError, match=str(path)) as e:
-            train[train.paths.index(str(path))]
+            listed[i]
         one_line(e)
 
 

@@ -385,8 +385,8 @@ def test_bf16_autocast_on_the_cpu(tmp_path, data_root, monkeypatch):
     seen = []
     build = engine.build_model
 
-    def build_with_probe(cfg, info):
-        model = build(cfg, info)
+    def build_with_probe(cfg, info, **kw):
+        model = build(cfg, info, **kw)
         model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
         return model
 
@@ -419,7 +419,8 @@ def test_label_smoothing_loss_in_the_training_step(tmp_path, data_root, smoothin
     logits[:, 0] = 2.0  # both predict class 0
     t.net = _FixedLogits(logits)
     y = torch.tensor([0, 1])
-    loss_sum, correct = t._step(torch.zeros(2, 1, 28, 28), y, 0, 4)
+    loss_sum, correct, n = t._step(torch.zeros(2, 1, 28, 28), y, False, 1).tolist()
+    assert n == 2
     lse = math.log(math.exp(2) + 9)
     # smoothed target: 1 - eps on the label plus eps/10 on every class; -log p_k = lse - logit_k
     expect = [(1 - smoothing) * (lse - 2) + smoothing * (lse - 0.2),
@@ -462,3 +463,59 @@ def test_huge_lr_stops_in_first_epoch_without_claiming_a_checkpoint(tmp_path, da
     assert err.count("\n") == 1 and "loss became" in err and "epoch 1" in err
     assert "no checkpoint was written" in err and "lower train.lr" in err
     assert not (out / "last.pt").exists()
+
+
+# --------------------------------------------------------------------------- speed switches
+
+
+def test_reading_the_loss_every_few_steps_changes_nothing(tmp_path, data_root, straight_run):
+    """The sums stay on the device between reads: reading them every 3 steps gives the same run."""
+    out = tmp_path / "run"
+    assert train(write_config(tmp_path / "cfg.yaml", data_root, check_every=3), out) == 0
+    assert_same_run(out, straight_run)
+
+
+def test_device_defaults_on_the_cpu(tmp_path, data_root):
+    t = engine.Trainer(cfgmod.load(write_config(tmp_path / "cfg.yaml", data_root)), tmp_path / "run")
+    assert t.settings == {"amp": "none", "deterministic": True, "tf32": False, "fused": False,
+                          "channels_last": False, "check_every": 1}
+    t = engine.Trainer(cfgmod.load(write_config(tmp_path / "cfg.yaml", data_root, amp="bf16", deterministic=False,
+                                                check_every=5)), tmp_path / "run2")
+    assert (t.settings["amp"], t.settings["deterministic"], t.settings["check_every"]) == ("bf16", False, 5)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def test_channels_last_resnet(tmp_path, data_root):
+    """train.channels_last: a ResNet's weights and inputs in channels-last memory; the same first
+    training step (loss and gradients) as the default layout, then a whole epoch."""
+    grads, losses = {}, {}
+    for name, cl in (("plain", False), ("cl", True)):
+        cfg = cfgmod.load(write_config(tmp_path / f"{name}.yaml", data_root, epochs=1, channels_last=cl))
+        cfg.model.name, cfg.model.args = "resnet18", {"stem": "cifar"}
+        t = engine.Trainer(cfg, tmp_path / name)
+        assert (t.memory_format == torch.channels_last) == cl
+        assert t.model.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last) == cl
+        x, y = next(iter(t._batches(0, train=True)))
+        losses[name] = t._step(x, y, False, 1)[0].item()
+        grads[name] = {n: p.grad.clone() for n, p in t.model.named_parameters()}
+        t.optimizer.zero_grad()
+        t.fit()
+        assert t.history[0]["train_images"] == 64
+    assert losses["cl"] == pytest.approx(losses["plain"], rel=1e-5)
+    # another summation order: batch norm in training mode over a deep random network and 4x4 maps
+    # magnifies it to a few per cent of some entries; a layout mix-up would change the gradients entirely
+    for n, g in grads["plain"].items():
+        assert F.cosine_similarity(grads["cl"][n].flatten(), g.flatten(), dim=0) > 0.99, n
+
+
+def test_torch_compile_on_the_cpu(tmp_path, data_root):
+    """train.compile: the compiled model trains to the same loss as the eager one (within float noise)."""
+    rows = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        cfg = cfgmod.load(write_config(tmp_path / f"{name}.yaml", data_root, epochs=1, compile=compiled))
+        cfg.model.args["dropout"] = 0.0  # compiled dropout draws its masks from another generator
+        t = engine.Trainer(cfg, tmp_path / name)
+        t.fit()
+        rows[name] = t.history[0]
+    assert rows["compiled"]["train_loss"] == pytest.approx(rows["eager"]["train_loss"], rel=1e-4)
+    assert rows["compiled"]["val_acc"] == rows["eager"]["val_acc"]

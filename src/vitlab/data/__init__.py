@@ -4,13 +4,17 @@ transforms and batch Mixup/CutMix.
     from vitlab.data import build_datasets
     train_set, val_set, info = build_datasets(cfg.data, seed=cfg.train.seed)
 
-See ``datasets.py`` for the file layouts, default places, memory use and the
-policy on bad files; ``transforms.py`` for the order of augmentations.
+See ``datasets.py`` for the file layouts, labels, default places, memory use,
+the order in which validation is held out and subsets are taken, and the
+policy on bad files; ``splits.py`` for hold-out and subsets; ``checks.py``
+for how unreadable images are found and remembered; ``transforms.py`` for
+the order of augmentations.
 """
 
+from .checks import find_bad_images
 from .datasets import (DATASETS, DatasetInfo, DatasetSpec, ImageFileDataset, TensorImageDataset,
-                       build_datasets, cache_dir, default_roots, download_dataset, read_idx)
-from .images import IMG_EXTENSIONS, load_image, read_image, scan_images
+                       build_datasets, cache_dir, class_from_filename, default_roots, download_dataset, read_idx)
+from .images import IMG_EXTENSIONS, check_image, load_image, read_image, scan_images
 from .transforms import (AUTO_AUGMENT_POLICIES, BatchMixer, batch_mixer, build_eval_transform,
                          build_train_transform, describe_transforms)
 
@@ -19,4 +23,5 @@ __all__ = [
     "build_datasets", "build_train_transform", "build_eval_transform", "describe_transforms",
     "batch_mixer", "BatchMixer", "load_image", "read_image", "scan_images", "read_idx",
     "download_dataset", "cache_dir", "default_roots", "IMG_EXTENSIONS", "AUTO_AUGMENT_POLICIES",
+    "check_image", "find_bad_images", "class_from_filename",
 ]

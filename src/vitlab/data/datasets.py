@@ -13,7 +13,10 @@ Layouts, under ``data.root`` or the dataset's default places:
                    val/images/ + val/val_annotations.txt (or val/<wnid>/)
     imagefolder    train/<class>/ and val/<class>/ (or valid/, validation/, test/),
                    or one <class>/ tree split by data.val_fraction (stratified,
-                   seeded with the seed given to build_datasets)
+                   seeded with the seed given to build_datasets);
+                   with data.labels=from_filename, train/ and val/ (or valid/,
+                   validation/, test/) folders of files named
+                   <class>_<anything>.<ext>, or one such folder (see Labels)
 
 The archive's own top folder (``cifar-10-batches-py``, ``tiny-imagenet-200``,
 torchvision's ``FashionMNIST/raw``, ...) may be left in place or be the root.
@@ -38,19 +41,44 @@ code runs from a batch file). Downloads use torchvision's utilities and check
 the archive's md5.
 
 Labels: CIFAR and IDX as stored; Tiny ImageNet by sorted wnid (as ImageFolder
-would), named by the first name in words.txt; image folders by sorted folder
-name. An image folder's native size is its first image's shorter side, at
-most 224; its images are resized (shorter side) and centre-cropped to a
-square, and normalised with ImageNet's mean/std.
+would), named by the first name in words.txt; image folders (``data.labels``)
+by sorted folder name (``folders``, the default), or (``from_filename``) by
+the text before the last ``_`` of each file's name (``sports_car_12.jpg`` is
+a ``sports_car``; Unicode NFC), classes sorted; files of the validation
+folder must name classes of the training folder. An image folder's native
+size is its first readable image's shorter side, at most 224; its images are
+resized (shorter side) and centre-cropped to a square, and normalised with
+ImageNet's mean/std.
+
+Which images a run uses, in this order (``splits.py``):
+
+1. the dataset's splits: its test split (CIFAR, IDX; ``info.val_split ==
+   'test'``), its validation split (Tiny ImageNet, an image folder's val/;
+   ``'val'``, or ``'test'`` for a test/ folder);
+2. ``data.holdout: F`` (0 < F < 1; 0 = off): a seeded, stratified fraction F
+   of the training split becomes the validation set and the dataset's own
+   validation/test split is not used (``info.val_split == 'holdout'``); an
+   image folder without a validation folder always holds out
+   ``data.val_fraction`` this way (``data.holdout`` wins when set);
+3. ``data.train_subset``/``data.val_subset``: N images, the first N or
+   (``data.subset_mode: random``) N drawn with the given seed, in dataset
+   order;
+4. bad image files of what is left are found and, with ``data.bad_images:
+   skip`` (the default), left out (see below);
+5. the CIFAR-10 JPEG copy is decoded into memory.
 
 Bad files: folders are listed by extension only (fast: no file is opened),
-so files without an image extension are skipped and counted in one warning;
-a file with an image extension that cannot be decoded raises ``UserError``
-naming the file when it is read (when the dataset is built for the in-memory
-CIFAR-10 JPEG copy; at that item during training for file datasets).
-
-Subsets: ``data.train_subset``/``data.val_subset`` keep N images, the first N
-or (``data.subset_mode: random``) N drawn with the given seed, in dataset order.
+so files without an image extension are skipped and counted in one warning.
+Before training, every image file a run will use (Tiny ImageNet, the CIFAR-10
+JPEG copy, image folders) is decoded once (``checks.py``: in parallel, and
+remembered in ``~/.cache/vitlab/image-checks/`` by path, size and time, so
+that the next run only looks at the files' sizes and times): empty files,
+truncated JPEGs and PNGs, and other bytes under an image extension are bad.
+``data.bad_images: skip`` leaves them out, with one warning that counts
+them, and lists them as ``(path, reason)`` in ``info.bad_files``; ``error``
+raises ``UserError`` naming the first and the count. Images of any mode
+(grey, palette, CMYK, alpha, 16-bit) and size load, converted to the
+dataset's channels.
 """
 
 from __future__ import annotations
@@ -62,8 +90,9 @@ import os
 import pickle
 import shutil
 import struct
+import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -75,14 +104,16 @@ from torchvision import tv_tensors
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 from ..errors import UserError
+from .checks import find_bad_images
 from .images import IMG_EXTENSIONS, read_image, read_images, scan_images
+from .splits import hold_out, subset
 from .transforms import build_train_transform, check_transform_options, dataset_eval_transform
 
 if TYPE_CHECKING:
     from ..train.config import DataConfig
 
 __all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "TensorImageDataset", "ImageFileDataset",
-           "build_datasets", "download_dataset", "cache_dir", "default_roots", "read_idx"]
+           "build_datasets", "download_dataset", "cache_dir", "default_roots", "read_idx", "class_from_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +128,11 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+    # the validation set: 'test' (the test split), 'val' (a validation split) or 'holdout' (held out of
+    # the training images: data.holdout, or an image folder's data.val_fraction)
+    val_split: str = "test"
+    # (path, reason) of each unreadable image file left out (data.bad_images: skip)
+    bad_files: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -178,11 +214,13 @@ class ImageFileDataset(Dataset):
 class _Found:
     """What a reader found in a folder."""
     train: TensorImageDataset | ImageFileDataset
-    val: TensorImageDataset | ImageFileDataset
+    val: TensorImageDataset | ImageFileDataset | None  # None: hold out data.val_fraction of train
     classes: list[str]
     img_size: int
     fixed_size: bool = True  # every image has the native square size
     materialise: bool = False  # decode the files into memory after subsetting
+    val_split: str = "test"  # what val is: 'test' | 'val' (DatasetInfo.val_split)
+    folder: Path | None = None  # where it was found (set by _find)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -387,25 +425,49 @@ def _read_tiny_imagenet(name: str, d: Path, cfg, seed) -> _Found | None:
                         "or one <wnid>/ folder per class")
     _warn_skipped(name, d, skipped)
     return _Found(ImageFileDataset(paths, targets, classes), ImageFileDataset(val_paths, val_targets, classes),
-                  classes, DATASETS[name].img_size)
+                  classes, DATASETS[name].img_size, val_split="val")
 
 
 _VAL_DIRS = ("val", "valid", "validation", "test")
 _MAX_NATIVE_SIZE = 224  # imagefolder: native size = the first image's shorter side, at most this
+LABELS = ("folders", "from_filename")  # data.labels of an image folder
+BAD_IMAGES = ("skip", "error")  # data.bad_images
 
 
-def _stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per class, a seeded random ``fraction`` (at least one image of every
-    class that has two) goes to validation. Returns sorted (train, val) indices."""
-    g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in torch.unique(targets).tolist():
-        idx = torch.nonzero(targets == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+def class_from_filename(path: str | os.PathLike) -> str | None:
+    """The class a file's name gives with ``data.labels: from_filename``: the
+    text before the last ``_`` of its stem (``sports_car_12.jpg`` ->
+    ``sports_car``), NFC-normalised; None when there is none."""
+    cls, sep, _ = Path(path).stem.rpartition("_")
+    return unicodedata.normalize("NFC", cls) if sep and cls else None
+
+
+def _scan_named(d: Path) -> tuple[list[str], list[str], int]:
+    """Image paths under d (recursively, sorted), their classes from the file
+    names, and the skipped-file count."""
+    paths, skipped = scan_images(d)
+    names = []
+    for p in paths:
+        c = class_from_filename(p)
+        if c is None:
+            raise UserError(f"no class in the file name {p}: with data.labels=from_filename files are named "
+                            "<class>_<anything>.<ext> (cat_0001.png); rename or remove it")
+        names.append(c)
+    return paths, names, skipped
+
+
+def _native_size(paths: list[str], where: Path) -> int:
+    """The shorter side (at most 224) of the first image whose header reads;
+    unreadable files are found and handled later (data.bad_images)."""
+    first_error = None
+    for p in paths:
+        try:
+            with Image.open(p) as im:  # reads the header only
+                return min(min(im.size), _MAX_NATIVE_SIZE)
+        except (OSError, SyntaxError, ValueError) as e:
+            first_error = first_error or f"{p}: {(str(e).splitlines() or [type(e).__name__])[0]}"
+    raise UserError(f"no image under {where} can be read (the first: {first_error}); "
+                    "the files are corrupt or not images")
 
 
 def _read_imagefolder(name: str, d: Path, cfg, seed) -> _Found | None:
@@ -413,37 +475,46 @@ def _read_imagefolder(name: str, d: Path, cfg, seed) -> _Found | None:
     if (d / "train").is_dir():
         train_dir = d / "train"
         val_dir = next((d / v for v in _VAL_DIRS if (d / v).is_dir()), None)
-    classes = _class_dirs(train_dir)
-    if not classes:
-        return None
-    paths, targets, skipped = _scan_classes(train_dir, classes)
-    if not paths:
-        raise UserError(f"no images in {train_dir}/<class>/ (extensions: {' '.join(IMG_EXTENSIONS)})")
-    train = ImageFileDataset(paths, targets, classes)
+    by_name = cfg.labels == "from_filename"
+    exts = " ".join(IMG_EXTENSIONS)
+    if by_name:
+        paths, names, skipped = _scan_named(train_dir)
+        if not paths:
+            return None
+        classes = sorted(set(names))
+        index = {c: i for i, c in enumerate(classes)}
+        targets = [index[c] for c in names]
+    else:
+        classes = _class_dirs(train_dir)
+        if not classes:
+            return None
+        paths, targets, skipped = _scan_classes(train_dir, classes)
+        if not paths:
+            raise UserError(f"no images in {train_dir}/<class>/ (extensions: {exts})")
+    train, val = ImageFileDataset(paths, targets, classes), None
     if val_dir is not None:
-        extra = sorted(set(_class_dirs(val_dir)) - set(classes))
-        if extra:
-            raise UserError(f"{val_dir} has class folders that {train_dir} lacks: {', '.join(extra)}")
-        val_paths, val_targets, s = _scan_classes(val_dir, classes)
+        if by_name:
+            val_paths, val_names, s = _scan_named(val_dir)
+            unknown = next(((p, c) for p, c in zip(val_paths, val_names) if c not in index), None)
+            if unknown:
+                raise UserError(f"{unknown[0]}: its class {unknown[1]!r} is not one of the {len(classes)} "
+                                f"classes named by the files of {train_dir}; rename or remove it")
+            val_targets = [index[c] for c in val_names]
+            val_where = f"{val_dir}/<class>_<n>.<ext>"
+        else:
+            extra = sorted(set(_class_dirs(val_dir)) - set(classes))
+            if extra:
+                raise UserError(f"{val_dir} has class folders that {train_dir} lacks: {', '.join(extra)}")
+            val_paths, val_targets, s = _scan_classes(val_dir, classes)
+            val_where = f"{val_dir}/<class>/"
         if not val_paths:
-            raise UserError(f"no images in {val_dir}/<class>/ (extensions: {' '.join(IMG_EXTENSIONS)}); "
-                            f"fill it, or remove it to hold out data.val_fraction of {train_dir}")
+            raise UserError(f"no images in {val_where} (extensions: {exts}); fill it, or remove it to hold "
+                            f"out data.val_fraction of {train_dir}")
         skipped += s
         val = ImageFileDataset(val_paths, val_targets, classes)
-    else:
-        train_idx, val_idx = _stratified_split(train.targets, cfg.val_fraction, seed)
-        if len(val_idx) == 0:
-            raise UserError(f"too few images in {train_dir} to hold out data.val_fraction="
-                            f"{cfg.val_fraction} for validation; add images or a val/<class>/ tree")
-        train, val = train.subset(train_idx), train.subset(val_idx)
     _warn_skipped(name, d, skipped)
-    try:
-        with Image.open(paths[0]) as im:  # reads the header only
-            size = min(min(im.size), _MAX_NATIVE_SIZE)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot read image {paths[0]}: {e} (corrupt or not an image; "
-                        "delete or replace the file)") from None
-    return _Found(train, val, classes, size, fixed_size=False)
+    return _Found(train, val, classes, _native_size(paths, train_dir), fixed_size=False,
+                  val_split="test" if val_dir is not None and val_dir.name == "test" else "val")
 
 
 # --------------------------------------------------------------------------- the table
@@ -536,7 +607,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "imagefolder": DatasetSpec(
         num_classes=None, in_chans=3, img_size=None, mean=_IMAGENET_MEAN, std=_IMAGENET_STD, classes=None,
-        layout="train/<class>/ and val/<class>/ (or test/<class>/) image folders, or one <class>/ tree",
+        layout="train/<class>/ and val/<class>/ (or test/<class>/) image folders, or one <class>/ tree "
+               "(with data.labels=from_filename: train/ and test/ folders of <class>_<n>.<ext> files, or one)",
         readers=(_read_imagefolder,),
         default_root=False,
     ),
@@ -611,6 +683,14 @@ def _check(cfg: DataConfig) -> str:
             raise UserError(f"data.{key} must be a positive number of images or null (all), got {n}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise UserError(f"data.val_fraction must lie between 0 and 1 (exclusive), got {cfg.val_fraction}")
+    if cfg.holdout != 0 and not 0.0 < cfg.holdout < 1.0:
+        raise UserError(f"data.holdout must lie between 0 and 1 (exclusive), or be 0 (off), got {cfg.holdout}")
+    if cfg.labels not in LABELS:
+        raise UserError(f"unknown data.labels {cfg.labels!r}; valid: {', '.join(LABELS)}")
+    if cfg.labels != "folders" and name != "imagefolder":
+        raise UserError(f"data.labels={cfg.labels} applies to data.name=imagefolder; {name} has its own labels")
+    if cfg.bad_images not in BAD_IMAGES:
+        raise UserError(f"unknown data.bad_images {cfg.bad_images!r}; valid: {', '.join(BAD_IMAGES)}")
     if cfg.num_workers < 0:
         raise UserError(f"data.num_workers must be 0 or more, got {cfg.num_workers}")
     for key in ("mean", "std"):
@@ -633,6 +713,7 @@ def _find(name: str, roots: list[Path], cfg, seed) -> _Found | None:
                 found = read(name, folder, cfg, seed)
                 if found is not None:
                     log.info("%s: reading %s", name, folder)
+                    found.folder = folder
                     return found
     return None
 
@@ -650,27 +731,41 @@ def _missing(name: str, roots: list[Path], cfg) -> UserError:
                      f"or set data.root{fetch}")
 
 
-def _subset(ds, n: int | None, mode: str, seed: int, key: str):
-    if n is None or n >= len(ds):
-        return ds
-    if mode == "first":
-        idx = torch.arange(n)
-    else:
-        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    sub = ds.subset(idx)
-    if mode == "first":
-        have, all_ = len(torch.unique(sub.targets)), len(torch.unique(ds.targets))
-        if have < all_ and n >= all_:
-            log.warning("data.%s=%d: the first %d images hold only %d of %d classes (the files are sorted "
-                        "by class); set data.subset_mode=random for a mixed subset", key, n, n, have, all_)
-    return sub
+def _leave_out_bad(name: str, sets: list[ImageFileDataset], mode: str, folder: Path):
+    """The sets without their unreadable files, and those files as (path, reason)."""
+    bad = find_bad_images([p for ds in sets for p in ds.paths], sets[0].channels, folder=folder)
+    if not bad:
+        return sets, ()
+    total = sum(len(ds) for ds in sets)
+    first = f"{bad[0][0]} ({bad[0][1]})"
+    if mode == "error":
+        raise UserError(f"{len(bad)} of {total} image files under {folder} cannot be read, the first: {first}; "
+                        "delete or replace them, or set data.bad_images=skip to leave them out")
+    log.warning("%s: left out %d of %d image files under %s that cannot be read (the first: %s); "
+                "data.bad_images=error stops on them instead", name, len(bad), total, folder, first)
+    gone = {p for p, _ in bad}
+    kept = []
+    for ds, what in zip(sets, ("training", "validation"), strict=True):
+        idx = torch.tensor([i for i, p in enumerate(ds.paths) if p not in gone], dtype=torch.long)
+        if len(idx) == 0:
+            raise UserError(f"no image of the {what} set under {folder} can be read (the first: {first})")
+        kept.append(ds.subset(idx))
+    return kept, tuple(bad)
 
 
 def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """(train set with train transforms, val/test set with eval transforms,
+    """(train set with train transforms, validation set with eval transforms,
     info). Items are (float32 (C, H, W) normalised, int label); each set has
     ``.targets`` (int64 tensor), ``.classes`` and ``.transform``; in-memory
-    sets also ``.images`` (uint8 (N, C, H, W))."""
+    sets also ``.images`` (uint8 (N, C, H, W)), file sets ``.paths``.
+
+    Order: the dataset's splits; ``data.holdout`` (or an image folder's
+    ``data.val_fraction``) held out of the training split, stratified and
+    seeded with ``seed``; then ``data.train_subset``/``data.val_subset``;
+    then unreadable image files are left out (``data.bad_images``); then the
+    CIFAR-10 JPEG copy is decoded into memory. ``info.val_split`` says what
+    the validation set is ('test', 'val' or 'holdout') and
+    ``info.bad_files`` lists the files left out as (path, reason)."""
     name = _check(cfg)
     spec = DATASETS[name]
     if cfg.root:
@@ -690,16 +785,25 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, Datase
             raise UserError(f"downloaded {name} into {roots[0]}, but its files are not there as expected "
                             f"({spec.layout}); delete the folder and try again")
 
-    train = _subset(found.train, cfg.train_subset, cfg.subset_mode, seed, "train_subset")
-    val = _subset(found.val, cfg.val_subset, cfg.subset_mode, seed, "val_subset")
+    train, val, val_split = found.train, found.val, found.val_split
+    if cfg.holdout or val is None:
+        key = "holdout" if cfg.holdout else "val_fraction"
+        train, val = hold_out(train, getattr(cfg, key), seed, key, str(found.folder))
+        val_split = "holdout"
+    train = subset(train, cfg.train_subset, cfg.subset_mode, seed, "train_subset")
+    val = subset(val, cfg.val_subset, cfg.subset_mode, seed, "val_subset")
+    bad_files = ()
+    if isinstance(train, ImageFileDataset) and isinstance(val, ImageFileDataset):
+        (train, val), bad_files = _leave_out_bad(name, [train, val], cfg.bad_images, found.folder)
     if found.materialise:
         train, val = train.load_into_memory(), val.load_into_memory()
+
     def stats(given, default):  # data.mean / data.std: one value for every channel, or one per channel
         return default if given is None else tuple(map(float, given)) * (spec.in_chans // len(given))
 
     info = DatasetInfo(name=name, num_classes=len(found.classes), in_chans=spec.in_chans,
                        img_size=found.img_size, mean=stats(cfg.mean, spec.mean), std=stats(cfg.std, spec.std),
-                       classes=list(found.classes))
+                       classes=list(found.classes), val_split=val_split, bad_files=bad_files)
     train.transform = build_train_transform(cfg, info, found.fixed_size)
     val.transform = dataset_eval_transform(cfg, info, found.fixed_size)
     return train, val, info

@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
+from .images import convert_image
 
 if TYPE_CHECKING:
     from ..train.config import DataConfig
@@ -115,8 +116,8 @@ class ToChannels(torch.nn.Module):
         self.channels = channels
 
     def forward(self, img):
-        if isinstance(img, Image.Image):
-            img = F.pil_to_tensor(img.convert("RGB" if self.channels == 3 else "L"))
+        if isinstance(img, Image.Image):  # as datasets read files: 16-bit scaled, palettes expanded
+            img = F.pil_to_tensor(convert_image(img, self.channels))
         elif not isinstance(img, torch.Tensor):
             raise TypeError(f"expected a PIL image or a tensor, got {type(img).__name__}")
         c = img.shape[-3]

@@ -100,7 +100,9 @@ def card_lines(t) -> list[str]:
         f"- batch {global_batch} ({tc.batch_size} per process x {tc.accum_steps} accumulated x "
         f"{t.dist.world} processes), {length}"
         + (f", gradient clipping at norm {tc.clip_grad:g}" if tc.clip_grad else "")
-        + (f", {tc.amp} autocast" if tc.amp != "none" else "") + f", seed {tc.seed}", "",
+        + (f", {t.settings['amp']} autocast" if t.settings["amp"] != "none" else "") + f", seed {tc.seed}",
+        "- " + ", ".join(f"{k} {v}" for k, v in t.settings.items() if k != "amp")
+        + (f", channels-last" if t.memory_format == torch.channels_last else ""), "",
         "## Result", "", *result, "",
         "## Hardware and software", "",
         f"- {_hardware(t.device, t.dist.world)}; torch {torch.__version__}, vitlab {__version__}, "

@@ -84,10 +84,15 @@ class TrainConfig:
     label_smoothing: float = 0.0
     clip_grad: float | None = None  # max global gradient norm
     accum_steps: int = 1  # gradient accumulation
-    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a grad scaler); CUDA only
+    amp: str = "auto"  # auto (bf16 on CUDA, none elsewhere) | none | bf16 | fp16 (CUDA only, with a grad scaler)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
-    deterministic: bool = True  # deterministic algorithms (CPU runs are bit-exact)
+    deterministic: bool | None = None  # deterministic algorithms; None: on the CPU (bit-exact runs), off on CUDA
+    tf32: bool | None = None  # TF32 matmuls and convolutions; None: on CUDA unless deterministic
+    fused: bool | None = None  # fused optimizer kernels; None: on CUDA
+    channels_last: bool | None = None  # convolutional models in channels-last memory; None: on CUDA
+    check_every: int | None = None  # optimizer steps between reads of the loss on the host (non-finite check,
+    #                                 signals, progress bar); None: 1 on the CPU, 25 on CUDA
     threads: int = 0  # CPU threads for torch (0: torch's default)
     compile: bool = False  # torch.compile the model
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])  # + wandb | mlflow | neptune

@@ -143,6 +143,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _is_convolutional(model: nn.Module) -> bool:
+    """Models whose work is mostly convolutions (ResNets, VT-ResNets, hybrids): channels-last helps them."""
+    from ..models.registry import model_family
+    try:
+        return model_family(model.model_name) in ("resnet", "vt", "hybrid")
+    except (AttributeError, ValueError):
+        return False
+
+
 def _unwrap_model(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return getattr(model, "module", model)  # DDP
@@ -211,8 +220,10 @@ class Trainer:
                         ("train.steps", tc.steps is None or tc.steps >= 1)):
             if not ok:
                 raise UserError(f"{key} must be positive")
-        if tc.amp not in ("none", "bf16", "fp16"):
-            raise UserError(f"unknown train.amp {tc.amp!r}; choose none, bf16 or fp16")
+        if tc.amp not in ("auto", "none", "bf16", "fp16"):
+            raise UserError(f"unknown train.amp {tc.amp!r}; choose auto, none, bf16 or fp16")
+        if tc.check_every is not None and tc.check_every < 1:
+            raise UserError("train.check_every must be 1 or more")
         check_loggers(tc.loggers)
         self.dist, device_name = _init_distributed(tc.device)
         self.device = resolve_device(device_name)
@@ -220,14 +231,16 @@ class Trainer:
             raise UserError("train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
-        if tc.deterministic:
+        self.settings = self._device_settings()
+        if self.settings["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         else:
+            torch.use_deterministic_algorithms(False)
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = self.settings["tf32"]
+        torch.backends.cudnn.allow_tf32 = self.settings["tf32"]
         seed_everything(tc.seed)
 
         self.notes = []  # lines for the log and the model card
@@ -242,12 +255,16 @@ class Trainer:
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
         self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
         self.frozen = apply_freeze(self.model, cfg.model.freeze, cfg.model.freeze_blocks)
+        self.memory_format = torch.preserve_format
+        if self.settings["channels_last"] and _is_convolutional(self.model):
+            self.memory_format = torch.channels_last
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.steps_per_epoch = math.ceil(len(self._batches(0, train=True)) / tc.accum_steps)
         self.total_steps = total_steps(tc, self.steps_per_epoch)
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.optimizer = build_optimizer(self.model, tc)
+        self.optimizer = build_optimizer(self.model, tc, fused=self.settings["fused"])
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=tc.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings["amp"] == "fp16")
         self.net = self.eval_net = self.model
         self.ddp = None
         if self.dist.world > 1:
@@ -267,8 +284,22 @@ class Trainer:
             for stale in self.out.glob(".*.tmp"):  # left by a process killed while writing a file
                 stale.unlink(missing_ok=True)
             config_mod.save(cfg, self.out / "config.yaml")
+            bad = getattr(self.info, "bad_files", ())
+            if bad:  # unreadable images left out of this run (data.bad_images=skip)
+                (self.out / "bad_images.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad), encoding="utf-8")
         self.stop_signal = None
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+
+    def _device_settings(self) -> dict:
+        """The config's speed switches with their per-device defaults (None/'auto') resolved."""
+        tc, cuda = self.cfg.train, self.device.type == "cuda"
+        det = tc.deterministic if tc.deterministic is not None else not cuda
+        return {"amp": tc.amp if tc.amp != "auto" else ("bf16" if cuda else "none"),
+                "deterministic": det,
+                "tf32": tc.tf32 if tc.tf32 is not None else (cuda and not det),
+                "fused": tc.fused if tc.fused is not None else cuda,
+                "channels_last": tc.channels_last if tc.channels_last is not None else cuda,
+                "check_every": tc.check_every or (25 if cuda else 1)}
 
     def _weights_normalisation(self) -> None:
         """data.mean/std from the weights' own convention where it is known and the config sets none."""
@@ -300,7 +331,7 @@ class Trainer:
                             world=self.dist.world, skip=skip, num_workers=self.cfg.data.num_workers)
 
     def _autocast(self):
-        amp = self.cfg.train.amp
+        amp = self.settings["amp"]
         if amp == "none":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -378,14 +409,15 @@ class Trainer:
                 base_seed = tc.seed * 1_000_003 + epoch
                 if self.partial is None:
                     seed_everything(self.dist.seed(base_seed))
-                    sums = [0.0, 0.0, 0.0]  # loss x n, correct, n
+                    sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss x n, correct, n
                     seconds_before = 0.0
                 else:  # resuming in the middle of this epoch
                     if self._resume_rng is not None:
                         _set_rng_state(self._resume_rng)
                     else:
                         seed_everything(self.dist.seed(base_seed * 1_000_000_007 + self.skip))
-                    sums, seconds_before = list(self.partial["sums"]), self.partial["seconds"]
+                    sums = torch.tensor(self.partial["sums"], dtype=torch.float64, device=self.device)
+                    seconds_before = self.partial["seconds"]
                 self.net.train()
                 frozen_norms_to_eval(self.model)
                 start, done_before = self.skip, self.steps_done
@@ -396,43 +428,46 @@ class Trainer:
                            disable=None if (tc.progress and self.dist.main) else True, leave=False,
                            dynamic_ncols=True)
                 seen_t, seen_n = time.perf_counter(), 0
+                every = self.settings["check_every"]
                 for j, (x, y) in enumerate(batches):
                     # micro-batch j of the optimizer step j // accum_steps; the last group may be shorter
                     first = j - j % tc.accum_steps
                     group = min(tc.accum_steps, n_batches - first)
                     step_done = j + 1 == first + group
-                    loss_sum, correct = self._step(x, y, step_done, group)
-                    sums[0] += loss_sum
-                    sums[1] += correct
-                    sums[2] += len(y)
+                    sums += self._step(x, y, step_done, group)  # stays on the device: no host sync
                     seen_n += len(y)
-                    # decided on every rank together, so that no rank waits in a collective for another;
-                    # stop only after an optimizer step: the gradients accumulated so far are not saved
-                    bad, stop = self.dist.any([not math.isfinite(sums[0]),
-                                               self.stop_signal is not None and step_done], self.device)
-                    if bad:
-                        what = sums[0] if not math.isfinite(sums[0]) else "non-finite on another rank"
-                        raise NonFiniteLoss(f"loss became {what} at epoch {epoch + 1}, step {done_before + j + 1}")
-                    if bar.disable is False and (j % 10 == 0 or j + 1 == n_batches):
-                        rate = seen_n / max(time.perf_counter() - seen_t, 1e-9)
-                        bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{100 * sums[1] / sums[2]:.2f}",
-                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")
                     bar.update(1)
+                    # the host reads the sums every `every` optimizer steps and at the epoch's end; the
+                    # decisions are taken on every rank together, so that no rank waits in a collective
+                    # for another, and only after an optimizer step (accumulated gradients are not saved)
+                    last = j + 1 == n_batches or (step_done and self.scheduler.last_epoch >= self.total_steps)
+                    if not step_done or (self.scheduler.last_epoch % every and not last):
+                        continue
+                    loss_n, correct_n, n = sums.tolist()
+                    bad, stop = self.dist.any([not math.isfinite(loss_n), self.stop_signal is not None],
+                                              self.device)
+                    if bad:
+                        what = loss_n if not math.isfinite(loss_n) else "non-finite on another rank"
+                        raise NonFiniteLoss(f"loss became {what} at epoch {epoch + 1}, step {done_before + j + 1}")
+                    if bar.disable is False:
+                        rate = seen_n / max(time.perf_counter() - seen_t, 1e-9)
+                        bar.set_postfix(loss=f"{loss_n / n:.4f}", acc=f"{100 * correct_n / n:.2f}",
+                                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")
                     if stop:
                         self.skip = start + seen_n * self.dist.world  # every rank's batches are the same size
-                        self.partial = {"sums": self.dist.sum(sums, self.device),
+                        self.partial = {"sums": self.dist.sum(sums.tolist(), self.device),
                                         "seconds": seconds_before + time.perf_counter() - t0}
                         self._save("last.pt")
                         name = (f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal
                                 else "a signal to another rank")
                         raise Interrupted(f"stopped by {name} after step {done_before + j + 1} of epoch {epoch + 1}; "
                                           f"last.pt saved, resume with `vitlab train --resume {self.out}`")
-                    if step_done and self.scheduler.last_epoch >= self.total_steps:
-                        break  # train.steps reached: the last epoch ends here
+                    if last:
+                        break  # the epoch's end, or train.steps reached in its middle
                 bar.close()
                 train_seconds = seconds_before + time.perf_counter() - t0
                 lr = self.last_lr
-                loss_n, correct_n, n = self.dist.sum(sums, self.device)
+                loss_n, correct_n, n = self.dist.sum(sums.tolist(), self.device)
                 val_loss, val_acc, _ = self.evaluate()
                 self.epoch, self.skip, self.partial = epoch + 1, 0, None
                 row = dict(epoch=epoch + 1, train_loss=loss_n / n, train_acc=correct_n / n, val_loss=val_loss,
@@ -464,11 +499,13 @@ class Trainer:
                 "epochs": len(self.history), "seconds": sum(r["seconds"] for r in self.history),
                 "out": str(self.out)}
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, step_done: bool, group: int) -> tuple[float, float]:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, step_done: bool, group: int) -> torch.Tensor:
         """Forward and backward of one batch of a group of ``group`` micro-batches
         whose gradients are averaged; the optimizer steps after the group's last
-        (``step_done``). Returns (summed loss, correct count)."""
+        (``step_done``). Returns (summed loss, correct count, images) as a float64
+        tensor on the device, not read by the host."""
         tc = self.cfg.train
+        x = x.contiguous(memory_format=self.memory_format)
         hard = y
         if self.mixer is not None:
             x, y = self.mixer(x, y)
@@ -490,8 +527,8 @@ class Trainer:
             self.scheduler.step()
         with torch.no_grad():
             correct = (logits.argmax(-1) == hard).sum()
-            stats = torch.stack([loss.detach() * len(hard), correct.float()]).tolist()
-        return stats[0], stats[1]
+            n = torch.tensor(float(len(hard)), device=loss.device)
+            return torch.stack([loss.detach().double() * len(hard), correct.double(), n.double()])
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
@@ -500,14 +537,13 @@ class Trainer:
             for b in self.model.buffers():
                 dist.broadcast(b, 0)
         self.eval_net.eval()
-        sums = [0.0, 0.0, 0.0, 0.0]
+        acc = torch.zeros(4, dtype=torch.float64, device=self.device)
         for x, y in self._batches(0, train=False):  # the ranks' shards may differ in size: no DDP here
             with self._autocast():
-                logits = self.eval_net(x).float()
-            sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
+                logits = self.eval_net(x.contiguous(memory_format=self.memory_format)).float()
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-            sums[1] += (top[:, 0] == y).sum().item()
-            sums[2] += (top == y[:, None]).any(-1).sum().item()
-            sums[3] += len(y)
-        loss, c1, c5, n = self.dist.sum(sums, self.device)
+            acc += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                (top[:, 0] == y).sum().double(), (top == y[:, None]).any(-1).sum().double(),
+                                torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
+        loss, c1, c5, n = self.dist.sum(acc.tolist(), self.device)
         return loss / n, c1 / n, c5 / n
