@@ -56,6 +56,8 @@ class DataConfig:
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
     num_workers: int = 0  # DataLoader worker processes
+    device_augment: bool | None = None  # in-memory datasets augmented in batches on the training device;
+    #                                     None: wherever every configured transform has a batched form
     mean: list[float] | None = None  # per-channel normalisation (None: the dataset's own statistics;
     std: list[float] | None = None   # Google's checkpoints were trained with 0.5, 0.5)
     labels: str = "folders"  # imagefolder: 'folders' (a subfolder per class) | 'from_filename' (cat_0001.png)
