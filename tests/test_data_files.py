@@ -19,36 +19,17 @@ from torch.utils.data import DataLoader
 
 import vitlab.data.checks as checks_mod
 from tiny import write_config
-from test_data import make_cifar10_python, make_idx, make_tiny_imagenet, save_image, write_idx
+from test_data import cfg, make_cifar10_python, make_idx, make_tiny_imagenet, one_line, save_image, write_idx
 from vitlab import cli
 from vitlab.data import DATASETS, build_datasets, class_from_filename, find_bad_images, read_image
 from vitlab.data.checks import check_cache_path
 from vitlab.errors import UserError
-from vitlab.train.config import DataConfig
 
 # torchvision 0.29 deprecates its image decoders (vitlab falls back to PIL when they go)
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
 CLASSES = ["cat", "sports_car", "кошка", "猫"]  # an underscore, Cyrillic and CJK
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path_factory, monkeypatch) -> Path:
-    """A fresh vitlab cache per test (checks of image files are remembered there)."""
-    d = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(d))
-    return d
-
-
-def cfg(**kw) -> DataConfig:
-    return DataConfig(**kw)
-
-
-def one_line(e: pytest.ExceptionInfo) -> str:
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
