@@ -247,6 +247,22 @@ def _cmd_analyze(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    from .bench import OutputMismatch, format_markdown, parse_overrides, run_bench
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        r = run_bench(a.model, img_size=a.img_size, batch=a.batch, device=a.device, amp=a.amp, rounds=a.rounds,
+                      threads=a.threads, compile=a.compile, overrides=parse_overrides(a.set), progress=progress)
+    except OutputMismatch as e:
+        print(f"vitlab: bench stopped: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(r, indent=1) if a.json else format_markdown(r))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line (exit code 2)."""
 
@@ -338,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `vitlab train`")
     c.add_argument("--out", help="existing folder for compare.csv and compare.png (default: the current one)")
     c.set_defaults(func=_cmd_compare)
+
+    b = sub.add_parser("bench", help="training and inference images/s of a model against timm's (torchvision's "
+                                     "for a ResNet) with the same weights; MFU on a GPU")
+    b.add_argument("--model", default="vit_cifar", help="a registered model (`vitlab models`); default vit_cifar")
+    b.add_argument("--img-size", type=int, help="image size (default: the model's; 224 for a ResNet or VT-ResNet)")
+    b.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    b.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (default none: fp32)")
+    b.add_argument("--rounds", type=int, default=7, help="timed rounds; medians are reported (default 7)")
+    b.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    b.add_argument("--compile", action="store_true", help="torch.compile both models")
+    _add_set(b, "other model options, e.g. --set depth=6 pos_embed=none")
+    b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
