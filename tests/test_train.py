@@ -199,10 +199,10 @@ def test_sigterm_in_first_epoch_then_resume_is_exact(tmp_path, data_root, straig
 
 
 def test_per_image_transforms_do_not_depend_on_workers_or_resume(tmp_path, data_root, monkeypatch, capsys):
-    """Random erasing forces the DataLoader path with per-image transforms: a run with 2 worker
+    """The DataLoader path with per-image transforms (data.device_augment=false): a run with 2 worker
     processes, interrupted in the middle of epoch 2 and resumed, ends as the straight run
     with none."""
-    sets = ("data.random_erasing=0.5",)
+    sets = ("data.random_erasing=0.5", "data.device_augment=false")
     straight = tmp_path / "straight"
     assert train(write_config(tmp_path / "a.yaml", data_root), straight, *sets) == 0
     out = tmp_path / "run"

@@ -8,9 +8,12 @@ See ``datasets.py`` for the file layouts, labels, default places, memory use,
 the order in which validation is held out and subsets are taken, and the
 policy on bad files; ``splits.py`` for hold-out and subsets; ``checks.py``
 for how unreadable images are found and remembered; ``transforms.py`` for
-the order of augmentations.
+the order of augmentations; ``batch_augment.py`` for the same augmentations on
+whole batches on the training device.
 """
 
+from .batch_augment import (BatchAutoAugment, BatchRandAugment, BatchRandomErasing, BatchTransforms,
+                            apply_op, unbatched_transforms)
 from .checks import find_bad_images
 from .datasets import (DATASETS, DatasetInfo, DatasetSpec, ImageFileDataset, TensorImageDataset,
                        build_datasets, cache_dir, class_from_filename, default_roots, download_dataset, read_idx)
@@ -24,4 +27,6 @@ __all__ = [
     "batch_mixer", "BatchMixer", "load_image", "read_image", "scan_images", "read_idx",
     "download_dataset", "cache_dir", "default_roots", "IMG_EXTENSIONS", "AUTO_AUGMENT_POLICIES",
     "check_image", "find_bad_images", "class_from_filename",
+    "BatchTransforms", "BatchAutoAugment", "BatchRandAugment", "BatchRandomErasing", "apply_op",
+    "unbatched_transforms",
 ]

@@ -12,7 +12,8 @@ Train, in this order (each step only when its option is on):
     random erasing                    data.random_erasing (probability)
 
 Eval: resize (if set), to float, normalise. Mixup/CutMix act on whole batches
-after collation (``batch_mixer``), as in DeiT.
+after collation (``batch_mixer``), as in DeiT. ``batch_augment.py`` holds the
+same training transforms for whole batches of in-memory images, in this order.
 
 Datasets whose images all have the native size skip the resize unless
 ``data.img_size`` asks for another size; datasets of mixed sizes
@@ -45,6 +46,12 @@ AUTO_AUGMENT_POLICIES = {
     "svhn": v2.AutoAugmentPolicy.SVHN,
 }
 _MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins: 0..30
+# Random erasing (Zhong et al. 2017; torchvision's defaults): the erased fraction of the area, the box's
+# aspect ratio (height / width, drawn log-uniformly) and the value written, after normalisation. Shared
+# with the batched version in batch_augment.py.
+ERASING_SCALE = (0.02, 0.33)
+ERASING_RATIO = (0.3, 3.3)
+ERASING_VALUE = 0.0
 
 
 def check_transform_options(cfg: DataConfig) -> None:
@@ -92,10 +99,12 @@ def build_train_transform(cfg: DataConfig, info: DatasetInfo, fixed_size: bool =
     if cfg.auto_augment:
         ops.append(v2.AutoAugment(AUTO_AUGMENT_POLICIES[cfg.auto_augment.lower()]))
     if cfg.rand_augment:
-        ops.append(v2.RandAugment(num_ops=cfg.rand_augment, magnitude=cfg.rand_augment_magnitude))
+        ops.append(v2.RandAugment(num_ops=cfg.rand_augment, magnitude=cfg.rand_augment_magnitude,
+                                  num_magnitude_bins=_MAX_MAGNITUDE + 1))
     ops += _to_normalised_float(info)
     if cfg.random_erasing:
-        ops.append(v2.RandomErasing(p=cfg.random_erasing))
+        ops.append(v2.RandomErasing(p=cfg.random_erasing, scale=ERASING_SCALE, ratio=ERASING_RATIO,
+                                    value=ERASING_VALUE))
     return v2.Compose(ops)
 
 

@@ -18,20 +18,38 @@ number of processes resumes with another. Evaluation is not padded: each
 sample is seen by exactly one rank.
 
 Two paths:
-- in-memory datasets (IDX, CIFAR archives) whose training transforms are only
-  random crop with padding, horizontal flip and normalisation are augmented a
-  whole batch at a time on tensors, on the training device (``TensorBatches``);
-  on a small CPU this is many times faster than per-image transforms;
+- in-memory datasets (IDX, CIFAR archives, the decoded CIFAR-10 JPEG copy) are
+  augmented a whole batch at a time on tensors, on the training device
+  (``TensorBatches`` with ``data.batch_augment.BatchTransforms``: random crop,
+  flip, AutoAugment, RandAugment, normalisation, random erasing, in the order
+  of ``data/transforms.py`` and with its distributions); on a small CPU this is
+  many times faster than per-image transforms. Every random number of the
+  epoch is drawn up front from the (seed, epoch) generator, one row per sample
+  of the dataset, and a batch uses the rows of its samples: what a sample
+  becomes depends on (seed, epoch, its index) alone, not on the batch it falls
+  in, the rank that loads it or where the epoch was resumed;
 - every other dataset goes through a ``DataLoader`` with its per-image
   torchvision transforms, each image's randomness seeded with (seed, epoch,
   index), so that neither the number of worker processes nor a resume in the
   middle of an epoch changes what an image becomes.
+
+``data.device_augment`` chooses for the training batches: null takes the
+batched path wherever the data is in memory and every configured transform
+has a batched form (all but a resize to another ``data.img_size``); false
+always takes the DataLoader path; true insists on the batched path and stops
+with a ``UserError`` where it cannot be had. Evaluation batches (normalisation
+only) take the tensor path whenever the data is in memory at its native size.
+The two paths draw different random numbers, so a run keeps its path when it
+is resumed only if ``data.device_augment`` (saved with the run) picks the same.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.batch_augment import BatchTransforms, unbatched_transforms
+from ..errors import UserError
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -60,20 +78,29 @@ def _unwrap(ds: Dataset) -> tuple[Dataset, torch.Tensor | None]:
 
 
 def fast_path_ok(ds: Dataset, data_cfg, train: bool, info) -> bool:
+    """Whether ``ds`` takes the batched tensor path (see the module docstring);
+    ``UserError`` where ``data.device_augment`` is true and it cannot."""
     base, _ = _unwrap(ds)
     images = getattr(base, "images", None)
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+    in_memory = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+    missing = unbatched_transforms(data_cfg, info) if in_memory else []
+    choice = getattr(data_cfg, "device_augment", None)
+    if not train:
+        return in_memory and not missing
+    if choice is False:
         return False
-    if data_cfg.img_size not in (None, info.img_size):
-        return False
-    if train and (data_cfg.auto_augment or data_cfg.rand_augment or data_cfg.random_erasing):
-        return False
-    return True
+    if choice and not in_memory:
+        raise UserError("data.device_augment=true needs a dataset held in memory, but these training images "
+                        "are read from files one at a time; set data.device_augment to null or false")
+    if choice and missing:
+        raise UserError(f"data.device_augment=true, but {missing[0]} has no batched form; "
+                        "set data.device_augment to null or false")
+    return in_memory and not missing
 
 
 class TensorBatches:
-    """Batches of an in-memory uint8 image tensor, cropped, flipped and
-    normalised a batch at a time on ``device``."""
+    """Batches of an in-memory uint8 image tensor, augmented and normalised a
+    batch at a time on ``device`` (``BatchTransforms``)."""
 
     def __init__(self, ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, device,
                  seed: int, epoch: int, rank: int = 0, world: int = 1, skip: int = 0,
@@ -85,16 +112,12 @@ class TensorBatches:
         self.targets = targets if idx is None else targets[idx]
         self.device = torch.device(device)
         self.batch_size, self.train = batch_size, train
-        self.pad = data_cfg.crop_padding if train else 0
-        self.flip = data_cfg.hflip and train
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
+        self.transforms = BatchTransforms(data_cfg, info, train, self.device)
         n = len(self.images)
         g = epoch_generator(seed, epoch)
         order = torch.randperm(n, generator=g) if train else torch.arange(n)
-        # All the epoch's random numbers are drawn up front, so skipping batches is free.
-        self.offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
-        self.flips = torch.rand(n, generator=g) < 0.5
+        # All the epoch's random numbers are drawn up front, one row per sample, so skipping is free.
+        self.params = self.transforms.draw(n, g)
         order = shard(order, rank, world, skip, pad=train)
         nb = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
         self.batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(nb)]
@@ -104,20 +127,9 @@ class TensorBatches:
 
     def __iter__(self):
         for sel in self.batches:
-            x = self.images[sel].to(self.device, non_blocking=True).float().div_(255)
-            if self.pad:
-                b, c, h, w = x.shape
-                x = torch.nn.functional.pad(x, (self.pad,) * 4)
-                off = self.offsets[sel].to(self.device)
-                rows = (off[:, 0, None] + torch.arange(h, device=self.device))[:, None, :, None]
-                cols = (off[:, 1, None] + torch.arange(w, device=self.device))[:, None, None, :]
-                bi = torch.arange(b, device=self.device)[:, None, None, None]
-                ci = torch.arange(c, device=self.device)[None, :, None, None]
-                x = x[bi, ci, rows, cols]
-            if self.flip:
-                f = self.flips[sel].to(self.device)[:, None, None, None]
-                x = torch.where(f, x.flip(-1), x)
-            yield (x - self.mean) / self.std, self.targets[sel].to(self.device)
+            x = self.images[sel].to(self.device, non_blocking=True)
+            params = {k: v[sel] for k, v in self.params.items()}
+            yield self.transforms(x, params), self.targets[sel].to(self.device)
 
 
 class _DeviceLoader:
