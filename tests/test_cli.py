@@ -110,7 +110,8 @@ def test_train_prints_summary(tmp_path, config, capsys):
                      "--set", "train.loggers=[]"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("model vit: 11,114 parameters | data fashion_mnist: 64 train / 32 val images")
-    assert lines[1].startswith("epoch 1/1  train loss") and lines[-1].startswith("done: best val acc")
+    assert lines[1] == "training images: in memory, augmented in batches on the training device"
+    assert lines[2].startswith("epoch 1/1  train loss") and lines[-1].startswith("done: best val acc")
     assert not list(out.glob("events.out.tfevents.*"))  # loggers=[]: no TensorBoard
 
 

@@ -47,7 +47,7 @@ from ..models import create_model
 from . import checkpoint, config as config_mod
 from .card import source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
-from .loader import make_batches
+from .loader import fast_path_ok, make_batches
 from .optim import build_optimizer, build_scheduler, total_steps
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
 
@@ -253,6 +253,9 @@ class Trainer:
             self.source = None
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, tc.seed)
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
+        batched = fast_path_ok(self.train_ds, cfg.data, True, self.info)
+        self.notes.append("training images: " + ("in memory, augmented in batches on the training device"
+                                                 if batched else "read and augmented one at a time (DataLoader)"))
         self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
         self.frozen = apply_freeze(self.model, cfg.model.freeze, cfg.model.freeze_blocks)
         self.memory_format = torch.preserve_format
