@@ -371,7 +371,20 @@ class _Batched:
         raise NotImplementedError
 
 
-class BatchAutoAugment(_Batched):
+class _OpSequence(_Batched):
+    """A transform that applies a planned sequence of operations: ``plan(params, height, width)`` ->
+    [(op index per image, magnitude per image), ...], one entry per step (op -1: no operation)."""
+
+    def plan(self, params: dict, height: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def _apply(self, x, params, integer):
+        for op, mag in self.plan(params, x.shape[-2], x.shape[-1]):
+            x = _apply_ops(x, op, mag, integer)
+        return x
+
+
+class BatchAutoAugment(_OpSequence):
     """AutoAugment with the policy ``policy`` ('cifar10' | 'imagenet' | 'svhn'), as
     ``torchvision.transforms.v2.AutoAugment`` (nearest interpolation, zero fill) for each image."""
 
@@ -401,16 +414,11 @@ class BatchAutoAugment(_Batched):
             steps.append((torch.where(params["aa_coin"][:, k] <= self.prob[pol, k], op, -1), mag))
         return steps
 
-    def _apply(self, x, params, integer):
-        for op, mag in self.plan(params, x.shape[-2], x.shape[-1]):
-            x = _apply_ops(x, op, mag, integer)
-        return x
-
     def __repr__(self) -> str:
         return f"BatchAutoAugment({self.policy!r})"
 
 
-class BatchRandAugment(_Batched):
+class BatchRandAugment(_OpSequence):
     """RandAugment: ``num_ops`` operations per image, each drawn uniformly from 14 (Identity included),
     at bin ``magnitude`` of ``num_bins``, as ``torchvision.transforms.v2.RandAugment``."""
 
@@ -432,11 +440,6 @@ class BatchRandAugment(_Batched):
             mag = table[op, self.magnitude]
             steps.append((op, torch.where(signed[op] & (params["ra_sign"][:, k] <= 0.5), -mag, mag)))
         return steps
-
-    def _apply(self, x, params, integer):
-        for op, mag in self.plan(params, x.shape[-2], x.shape[-1]):
-            x = _apply_ops(x, op, mag, integer)
-        return x
 
     def __repr__(self) -> str:
         return f"BatchRandAugment(num_ops={self.num_ops}, magnitude={self.magnitude})"
