@@ -23,15 +23,14 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
-
 from .errors import UserError
 
 PAPER_HOLDOUT = 0.02
 
 
-def parse_grid(items: list[str]) -> list[tuple[str, list]]:
-    """``["train.lr=0.001,0.01", ...]`` -> ``[("train.lr", [0.001, 0.01]), ...]``."""
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``["train.lr=0.001,0.01", ...]`` -> ``[("train.lr", ["0.001", "0.01"]), ...]``: the values as
+    typed, read (and type-checked) as ``--set`` values are when each run's config is loaded."""
     if not items:
         raise UserError("give at least one --grid KEY=V1,V2,...")
     grid, seen = [], set()
@@ -46,13 +45,7 @@ def parse_grid(items: list[str]) -> list[tuple[str, list]]:
         values = [v.strip() for v in raw.split(",") if v.strip()]
         if not values:
             raise UserError(f"--grid {key} has no values; give KEY=V1,V2,...")
-        parsed = []
-        for v in values:
-            try:
-                parsed.append(yaml.safe_load(v))
-            except yaml.YAMLError:
-                parsed.append(v)
-        grid.append((key, parsed))
+        grid.append((key, values))
     return grid
 
 
@@ -66,7 +59,7 @@ def _name(point: dict) -> str:
 
 
 def _overrides(point: dict) -> list[str]:
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()]
+    return [f"{k}={v}" for k, v in point.items()]
 
 
 def _run(config: str, sets: list[str], out: Path, weights: str | None) -> dict:
