@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..data import describe_transforms
 from .checkpoint import atomic_write
 
 
@@ -54,13 +55,6 @@ def card_lines(t) -> list[str]:
     weights = (f"`{src['file']}` ({src['bytes']:,} bytes), sha256 `{src['sha256']}`" if src
                else "none: trained from scratch")
     head = ("the file's head kept" if cfg.model.keep_head else "a new zero-initialised head") if src else ""
-    aug = [f"random crop with padding {d.crop_padding}"] if d.crop_padding else []
-    aug += ["horizontal flip"] if d.hflip else []
-    aug += [f"AutoAugment ({d.auto_augment})"] if d.auto_augment else []
-    aug += [f"RandAugment ({d.rand_augment} ops, magnitude {d.rand_augment_magnitude})"] if d.rand_augment else []
-    aug += [f"random erasing p={d.random_erasing}"] if d.random_erasing else []
-    aug += [f"Mixup alpha={d.mixup}"] if d.mixup else []
-    aug += [f"CutMix alpha={d.cutmix}"] if d.cutmix else []
     val = (f"a seeded, stratified {100 * d.holdout:g}% of the training set (holdout)" if d.holdout
            else "the dataset's validation/test split")
     global_batch = tc.batch_size * tc.accum_steps * t.dist.world
@@ -91,7 +85,7 @@ def card_lines(t) -> list[str]:
         f"{len(t.val_ds):,} validation images ({val}), {info.num_classes} classes",
         f"- input {info.in_chans} x {d.img_size or info.img_size} px; normalisation mean {list(info.mean)}, "
         f"std {list(info.std)}",
-        f"- augmentation: {', '.join(aug) if aug else 'none'}"
+        f"- transforms: {describe_transforms(d)}"
         + (f"; label smoothing {tc.label_smoothing:g}" if tc.label_smoothing else ""), *(
             f"- {note}" for note in t.notes), "",
         "## Recipe", "",
