@@ -29,7 +29,6 @@ atomically, and a cache that cannot be read or written only costs time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -96,16 +95,14 @@ def _load(cache: Path, folder: str) -> dict[str, list]:
 
 
 def _save(cache: Path, folder: str, files: dict[str, list]) -> None:
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    from ..train.checkpoint import atomic_write
     try:
+        text = json.dumps({"version": _CACHE_VERSION, "folder": folder, "files": files},
+                          separators=(",", ":"))  # ASCII with \u escapes: any file name
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "folder": folder, "files": files},
-                                  separators=(",", ":")), encoding="ascii")  # \u escapes: any file name
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda f: f.write(text.encode("ascii")))
     except (OSError, ValueError) as e:
         log.debug("image check: cannot write %s (%s); the next run checks again", cache, e)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
 
 
 def find_bad_images(paths: Sequence[str], channels: int = 3, folder: str | os.PathLike | None = None,
