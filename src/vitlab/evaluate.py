@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .errors import UserError
 from .train import checkpoint
@@ -37,21 +36,13 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     if info.num_classes != ckpt["dataset"]["num_classes"]:
         raise UserError(f"the dataset has {info.num_classes} classes but the checkpoint's model "
                         f"predicts {ckpt['dataset']['num_classes']}")
+    from .analysis.gallery import error_summary, predict_split  # the one computation of these numbers
+
     model = model_from_checkpoint(ckpt).to(dev).eval()
-    k = info.num_classes
-    conf = torch.zeros(k, k, dtype=torch.long)
-    loss, c5 = 0.0, 0
-    for x, y in make_batches(val_ds, batch_size, train=False, data_cfg=cfg.data, info=info, device=dev,
-                             seed=0, epoch=0, num_workers=cfg.data.num_workers):
-        logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, k), dim=-1).indices
-        c5 += (top == y[:, None]).any(-1).sum().item()
-        conf += torch.bincount(y.cpu() * k + top[:, 0].cpu(), minlength=k * k).view(k, k)
-    n = int(conf.sum())
-    per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).tolist()
-    return {"n": n, "top1": conf.diag().sum().item() / n, "top5": c5 / n, "loss": loss / n,
-            "per_class": dict(zip(info.classes, per_class)), "confusion": conf, "classes": list(info.classes)}
+    batches = make_batches(val_ds, batch_size, train=False, data_cfg=cfg.data, info=info, device=dev,
+                           seed=0, epoch=0, num_workers=cfg.data.num_workers)
+    r = error_summary(predict_split(model, batches), info.classes)
+    return {k: r[k] for k in ("n", "top1", "top5", "loss", "per_class", "confusion", "classes")}
 
 
 def plot_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, title: str = "",
