@@ -5,7 +5,7 @@ images, in one process.
 
 The pipeline is the CIFAR-10 preset's (configs/cifar10_vit.yaml): random crop
 with 4 px zero padding, horizontal flip, AutoAugment (CIFAR-10 policy),
-normalisation. Both paths go through ``vitlab.train.loader.make_batches`` as
+normalisation. Both paths go through ``vitlab.data.loader.make_batches`` as
 the trainer calls it (``data.device_augment`` null, then false), and each
 timing is one pass over the images, batches delivered on ``--device``; the
 paths alternate within each round, and the medians over rounds are reported.
@@ -32,8 +32,8 @@ import torch
 
 from vitlab.data import TensorImageDataset, build_datasets, build_train_transform
 from vitlab.data.datasets import DatasetInfo
-from vitlab.train.config import DataConfig
-from vitlab.train.loader import TensorBatches, make_batches
+from vitlab.config import DataConfig
+from vitlab.data.loader import TensorBatches, make_batches
 
 PRESET = dict(crop_padding=4, hflip=True, auto_augment="cifar10")
 

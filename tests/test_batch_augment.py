@@ -25,9 +25,9 @@ from vitlab.data import (AUTO_AUGMENT_POLICIES, BatchAutoAugment, BatchRandAugme
                          build_train_transform)
 from vitlab.data.batch_augment import AUTO_AUGMENT_SUB_POLICIES, OPS, _bins
 from vitlab.errors import UserError
-from vitlab.train import config as config_mod
-from vitlab.train.config import DataConfig
-from vitlab.train.loader import TensorBatches, _DeviceLoader, fast_path_ok, make_batches
+from vitlab import config as config_mod
+from vitlab.config import DataConfig
+from vitlab.data.loader import TensorBatches, _DeviceLoader, fast_path_ok, make_batches
 
 REPO = Path(__file__).resolve().parents[1]
 

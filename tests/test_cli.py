@@ -22,8 +22,8 @@ from PIL import Image
 
 from tiny import fails, make_fashion, write_config
 from vitlab import cli
-from vitlab.train import checkpoint
-from vitlab.train import config as cfgmod
+from vitlab.run import checkpoint
+from vitlab import config as cfgmod
 from vitlab.train.engine import model_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(

@@ -21,7 +21,7 @@ from tiny import TINY_MODEL, fails, make_fashion, write_config
 from vitlab import cli, count_flops
 from vitlab.compare import CSV_COLUMNS, compare_runs, plot
 from vitlab.flops import format_macs
-from vitlab.train import checkpoint
+from vitlab.run import checkpoint
 from vitlab.train.engine import model_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(

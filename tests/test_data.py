@@ -19,7 +19,7 @@ import vitlab.data.datasets as ds_mod
 from vitlab.data import (DATASETS, DatasetInfo, ImageFileDataset, TensorImageDataset, batch_mixer,
                          build_datasets, build_eval_transform, describe_transforms, load_image, read_idx)
 from vitlab.errors import UserError
-from vitlab.train.config import DataConfig
+from vitlab.config import DataConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # torchvision 0.29 deprecates its image decoders (vitlab falls back to PIL when they go)

@@ -16,9 +16,9 @@ import torch
 
 from tiny import make_fashion, write_config
 from vitlab import cli
-from vitlab.train import checkpoint
+from vitlab.run import checkpoint
 from vitlab.train.engine import _Dist
-from vitlab.train.loader import shard
+from vitlab.data.loader import shard
 
 
 def read_metrics(out: Path) -> list[dict]:

@@ -14,8 +14,8 @@ import vitlab.sweep as sweep
 import vitlab.train.engine as engine
 from tiny import TINY_MODEL, fails, make_fashion, write_config
 from vitlab import cli
-from vitlab.train import checkpoint
-from vitlab.train import config as cfgmod
+from vitlab.run import checkpoint
+from vitlab import config as cfgmod
 from vitlab.train.engine import Trainer
 
 pytestmark = pytest.mark.filterwarnings(

@@ -21,8 +21,8 @@ from tiny import fails, make_fashion, write_config
 from vitlab import cli
 from vitlab.errors import UserError
 from vitlab.models import model_defaults, model_family
-from vitlab.train import checkpoint
-from vitlab.train import config as cfgmod
+from vitlab.run import checkpoint
+from vitlab import config as cfgmod
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -23,11 +23,11 @@ from torch import nn
 
 import vitlab.train.engine as engine
 from tiny import TINY_MODEL, make_fashion
-from vitlab import cli, create_model
+from vitlab import cli, create_model, files
 from vitlab.errors import UserError
-from vitlab.train import checkpoint
-from vitlab.train import config as cfgmod
-from vitlab.train.config import TrainConfig
+from vitlab.run import checkpoint
+from vitlab import config as cfgmod
+from vitlab.config import TrainConfig
 from vitlab.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 pytestmark = pytest.mark.filterwarnings(
@@ -230,7 +230,7 @@ def test_resume_with_gradient_accumulation_is_exact(tmp_path, data_root, monkeyp
 
 _BIG_WRITER = textwrap.dedent("""
     import sys, torch
-    from vitlab.train import checkpoint
+    from vitlab.run import checkpoint
     big = {"model": {"w": torch.ones(64 * 1024 * 1024)}, "tag": "new"}  # 256 MB
     checkpoint.save(big, sys.argv[1])
 """)
@@ -272,8 +272,8 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(path, half_then_fail)
+    with pytest.raises(UserError, match="cannot write .*c.pt: disk full"):
+        files.atomic_write(path, half_then_fail)
     assert torch.equal(checkpoint.load(path)["model"]["a"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
 

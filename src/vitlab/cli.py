@@ -25,7 +25,7 @@ MACS_NOTE = "multiply-accumulates of one forward pass at batch 1, attention matm
 
 
 def _cmd_train(a) -> int:
-    from .train import config as cfgmod
+    from . import config as cfgmod
     from .train.engine import Interrupted, NonFiniteLoss, Trainer
 
     if a.resume:

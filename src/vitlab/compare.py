@@ -69,7 +69,7 @@ def _summarise(path: Path) -> dict:
 
     from . import count_flops, create_model
     from .models.registry import model_family
-    from .train import checkpoint
+    from .run import checkpoint
 
     last = path / "last.pt"
     # map_location="meta": the history and settings are read, the tensors (weights, optimizer) are not
@@ -209,7 +209,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
 def write_outputs(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
     """Write compare.csv and compare.png to ``out_dir`` (an existing folder), each atomically;
     both are made in memory first, so a failure leaves no half-written file."""
-    from .train.checkpoint import atomic_write
+    from .files import atomic_write
 
     out_dir = check_out_dir(out_dir)
     table, png = to_csv(rows).encode(), plot(rows)

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .train import checkpoint
-from .train.config import from_dict
+from .run import checkpoint
+from .config import from_dict
 from .train.engine import model_from_checkpoint, resolve_device
-from .train.loader import make_batches
+from .data.loader import make_batches
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     on, whatever ``data.val_subset`` the run used (``overrides`` such as
     ``data.root=...`` or ``data.val_subset=1000`` change that)."""
     from .data import build_datasets
-    from .train.config import apply_overrides
+    from .config import apply_overrides
 
     for o in overrides:
         if not str(o).startswith("data."):

@@ -64,7 +64,8 @@ def _overrides(point: dict) -> list[str]:
 
 def _run(config: str, sets: list[str], out: Path, weights: str | None) -> dict:
     """Train (or continue, or just read) the run in ``out``; its summary."""
-    from .train import checkpoint, config as cfgmod
+    from . import config as cfgmod
+    from .run import checkpoint
     from .train.engine import NonFiniteLoss, Trainer
 
     last, diverged = out / "last.pt", out / "DIVERGED"
@@ -100,7 +101,7 @@ def _run(config: str, sets: list[str], out: Path, weights: str | None) -> dict:
 def run_sweep(config: str, grid_items: list[str], sets: list[str], out: str | None = None,
               retrain: bool = True, weights: str | None = None) -> dict:
     """Run the sweep; returns {"runs": [...], "best": point, "final": summary or None}."""
-    from .train import config as cfgmod
+    from . import config as cfgmod
 
     grid = parse_grid(grid_items)
     base = cfgmod.load(config, sets)  # the config and the --set values, checked once

@@ -44,7 +44,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
                        distance_images: int = 128, overrides: list[str] = (), gallery: int = 16) -> list[str]:
     """Write the analyses of checkpoint ``path`` to the folder ``out``; returns the
     lines of the report (written as ``out/report.md`` and ``out/report.html``)."""
-    from ..train import checkpoint
+    from ..run import checkpoint
     from ..train.engine import model_from_checkpoint
 
     if num_images < 1 or distance_images < 1 or gallery < 1:
@@ -118,7 +118,7 @@ def _image_files(given: list[str]) -> list[str]:
 def _load_files(ckpt: dict, files: list[str]) -> torch.Tensor:
     """The model's inputs for image files, all read before anything is written."""
     from ..data import DatasetInfo, build_eval_transform, load_image
-    from ..train.config import from_dict
+    from ..config import from_dict
 
     cfg = from_dict(ckpt["config"])
     info = DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in ckpt["dataset"].items()})
@@ -130,7 +130,7 @@ def _val_split(ckpt: dict, overrides: list[str]):
     """The config, whole validation/test split and dataset info of the checkpoint's run,
     as ``vitlab eval`` reads them (``data.*`` overrides applied)."""
     from ..data import build_datasets
-    from ..train.config import apply_overrides, from_dict
+    from ..config import apply_overrides, from_dict
 
     cfg = from_dict(ckpt["config"])
     cfg.data.val_subset = None  # the whole split, not the subset a quick training run validated on
@@ -150,7 +150,7 @@ def _val_split(ckpt: dict, overrides: list[str]):
 def _first_images(split, n: int) -> torch.Tensor:
     from torch.utils.data import Subset
 
-    from ..train.loader import make_batches
+    from ..data.loader import make_batches
 
     cfg, val_ds, info = split
     first = Subset(val_ds, range(min(n, len(val_ds))))
@@ -188,7 +188,7 @@ def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) 
     """Predictions over the whole split: the summary, the two galleries, per-class accuracy
     and the confusion matrices."""
     from ..train.engine import resolve_device
-    from ..train.loader import make_batches
+    from ..data.loader import make_batches
 
     cfg, val_ds, info = split
     device = resolve_device("auto")

@@ -4,7 +4,7 @@
 Every ``plot_*`` takes the PNG path (``.png``, in an existing folder), writes
 the picture there and the numbers next to it, same name, ``.csv`` or ``.json``,
 and returns both paths. Both files are made in memory first and each is
-written atomically (``vitlab.train.checkpoint.atomic_write``), so a refused
+written atomically (``vitlab.files.atomic_write``), so a refused
 model or a failure leaves no file, whole or half-written. Matplotlib draws
 through its Agg canvas on a private ``Figure``: no pyplot state, no GUI.
 
@@ -240,7 +240,7 @@ def _targets(path: str | Path, data_suffix: str) -> tuple[Path, Path]:
 
 
 def _write(png_path: Path, png: bytes, data_path: Path, data: bytes) -> tuple[Path, Path]:
-    from ..train.checkpoint import atomic_write
+    from ..files import atomic_write
 
     atomic_write(data_path, lambda f: f.write(data))
     atomic_write(png_path, lambda f: f.write(png))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
-from ..train.checkpoint import atomic_write
+from ..files import atomic_write
 
 
 @dataclass

@@ -40,7 +40,7 @@ import torch.nn.functional as nnf
 from .transforms import _MAX_MAGNITUDE, AUTO_AUGMENT_POLICIES, ERASING_RATIO, ERASING_SCALE, ERASING_VALUE
 
 if TYPE_CHECKING:
-    from ..train.config import DataConfig
+    from ..config import DataConfig
     from .datasets import DatasetInfo
 
 __all__ = ["OPS", "AUTO_AUGMENT_SUB_POLICIES", "apply_op", "BatchAutoAugment", "BatchRandAugment",

@@ -95,7 +95,7 @@ def _load(cache: Path, folder: str) -> dict[str, list]:
 
 
 def _save(cache: Path, folder: str, files: dict[str, list]) -> None:
-    from ..train.checkpoint import atomic_write
+    from ..files import atomic_write
     try:
         text = json.dumps({"version": _CACHE_VERSION, "folder": folder, "files": files},
                           separators=(",", ":"))  # ASCII with \u escapes: any file name

@@ -110,7 +110,7 @@ from .splits import hold_out, subset
 from .transforms import build_train_transform, check_transform_options, dataset_eval_transform
 
 if TYPE_CHECKING:
-    from ..train.config import DataConfig
+    from ..config import DataConfig
 
 __all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "TensorImageDataset", "ImageFileDataset",
            "build_datasets", "download_dataset", "cache_dir", "default_roots", "read_idx", "class_from_filename"]

@@ -34,7 +34,7 @@ from ..errors import UserError
 from .images import convert_image
 
 if TYPE_CHECKING:
-    from ..train.config import DataConfig
+    from ..config import DataConfig
     from .datasets import DatasetInfo
 
 __all__ = ["AUTO_AUGMENT_POLICIES", "check_transform_options", "build_train_transform",

@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..data import describe_transforms
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 
 def source_weights(path: str | os.PathLike) -> dict:

@@ -1,19 +1,19 @@
 """The training engine: one linear loop over epochs and steps.
 
-It reads every option from the config (``vitlab.train.config``) and knows
+It reads every option from the config (``vitlab.config``) and knows
 nothing of particular experiments. A run directory holds ``config.yaml``
 (the resolved config), ``metrics.csv``, ``best.pt`` (best validation
 accuracy), ``last.pt`` (written every epoch, and on SIGINT/SIGTERM in the
 middle of one), ``curves.png`` and TensorBoard event files.
 
 Reproducibility: the sample order and augmentation of an epoch come from
-(seed, epoch) (``vitlab.train.loader``); the global RNG is reseeded at each
+(seed, epoch) (``vitlab.data.loader``); the global RNG is reseeded at each
 epoch start and saved in checkpoints, so a resumed CPU run ends with the same
 weights and metrics as an uninterrupted one.
 
 Distributed: launched by ``torchrun``, each process takes every
 WORLD_SIZE-th sample of the epoch's order, padded so that every rank runs the
-same number of steps (``vitlab.train.loader``); ``train.batch_size`` is per
+same number of steps (``vitlab.data.loader``); ``train.batch_size`` is per
 process. Gradients are averaged by DistributedDataParallel (not all-reduced on
 the micro-steps of gradient accumulation); model randomness (dropout,
 drop-path, Mixup) is seeded per rank, data order and augmentation from (seed,
@@ -44,10 +44,11 @@ from torch import nn
 from .. import __version__
 from ..errors import UserError
 from ..models import create_model
-from . import checkpoint, config as config_mod
+from .. import config as config_mod
+from ..run import checkpoint
 from .card import source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
-from .loader import fast_path_ok, make_batches
+from ..data.loader import fast_path_ok, make_batches
 from .optim import build_optimizer, build_scheduler, total_steps
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
 

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 _EXTERNAL = {"wandb": "wandb", "mlflow": "mlflow", "neptune": "neptune"}

@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.batch_augment import BatchTransforms, unbatched_transforms
+from .batch_augment import BatchTransforms, unbatched_transforms
 from ..errors import UserError
 
 

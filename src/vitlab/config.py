@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from .errors import UserError
 
 
 @dataclass
@@ -216,7 +216,7 @@ def check_model(cfg: Config) -> None:
     """Check ``model:`` against the named model's builder: every key one of its
     options, every value of the option's type; None values are dropped (they
     keep the builder's default)."""
-    from ..models.registry import model_options, option_types
+    from .models.registry import model_options, option_types
 
     name = cfg.model.name
     try:

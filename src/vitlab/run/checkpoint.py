@@ -1,0 +1,109 @@
+"""The checkpoint format of a vitlab run, and rebuilding what it holds.
+
+A checkpoint is a dict saved with ``torch.save`` and read with
+``weights_only=True`` (no pickled code runs). Every checkpoint holds ``model``
+(the state dict), ``model_name`` and ``model_args`` (from which any registered
+model is rebuilt; before 0.3 a ViT's ``model_config``), ``config`` (the
+resolved config as plain values), ``dataset`` (the fields of ``DatasetInfo``
+the model needs: name, classes, channels, size, normalisation), ``epoch``,
+``best_acc``, ``history`` (one dict per finished epoch), ``vitlab_version``,
+``source_weights`` and, for a Transformer, ``grid_size``. ``last.pt`` adds
+what resuming needs: optimizer, scheduler, grad scaler, RNG state and the
+position inside a half-done epoch (``vitlab.run.position``).
+
+Files are written atomically (``vitlab.files``): a crash, a kill or a full
+disk leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..files import atomic_write, file_error
+
+RUN_KEYS = ("model", "model_name", "config", "dataset")  # what every checkpoint of a run holds
+
+
+def save(obj: dict, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a vitlab checkpoint without executing pickled code."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {path}")
+        with open(path, "rb") as f:
+            ckpt = torch.load(f, map_location=map_location, weights_only=True)
+    except OSError as e:
+        raise file_error("read checkpoint", path, e) from None
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise UserError(f"refused to read {path}: it holds pickled Python objects, which could run code; "
+                            "vitlab reads only tensors and plain values") from None
+        raise UserError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                        f"({type(e).__name__})") from None
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                        f"({type(e).__name__}{': ' + first if first else ''})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise UserError(f"{path} is not a vitlab checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def require_run(ckpt: dict, path: str | os.PathLike, keys=RUN_KEYS) -> None:
+    """``UserError`` unless the checkpoint holds ``keys`` (a vitlab run's)."""
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not the checkpoint of a vitlab run (it holds no {', '.join(missing)}); "
+                        "give the best.pt or last.pt of a run folder made by `vitlab train`")
+
+
+def model_args(ckpt: dict) -> dict:
+    """The builder arguments of the checkpoint's model (``model_config`` before 0.3)."""
+    return ckpt.get("model_args", ckpt.get("model_config", {}))
+
+
+def build_model(ckpt: dict, weights: bool = True) -> nn.Module:
+    """The checkpoint's model rebuilt from ``model_name`` and ``model_args``, with
+    its weights unless ``weights`` is false (then on the current default device,
+    e.g. under ``torch.device('meta')``)."""
+    from ..models import create_model
+
+    try:
+        model = create_model(ckpt["model_name"], **model_args(ckpt))
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"cannot rebuild the checkpoint's model: {e}") from None
+    if weights:
+        model.load_state_dict(ckpt["model"])
+    return model
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild any registered model from a vitlab checkpoint, with its weights."""
+    return build_model(ckpt)
+
+
+def dataset_info(ckpt: dict):
+    """The ``DatasetInfo`` the checkpoint's model was trained on (classes, channels,
+    size, normalisation), for transforms and labels without the dataset."""
+    from ..data import DatasetInfo
+
+    d = ckpt["dataset"]
+    return DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()})
+
+
+def config(ckpt: dict):
+    """The run's config, checked as when it was read (``vitlab.config.from_dict``)."""
+    from ..config import from_dict
+
+    return from_dict(ckpt["config"])
