@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from vitlab.data import TensorImageDataset, build_datasets, build_train_transform
-from vitlab.data.datasets import DatasetInfo
+from vitlab.data import DatasetInfo
 from vitlab.config import DataConfig
 from vitlab.data.loader import TensorBatches, make_batches
 

@@ -19,7 +19,7 @@ from vitlab.analysis import (NotAnalysable, attention_rollout, mean_attention_di
                              plot_rollout, pos_embed_similarity)
 from vitlab.analysis.rollout import discard_lowest, rollout
 from vitlab.errors import UserError
-from vitlab.models.vit import POS_EMBEDS
+from vitlab.models.pos_embed import POS_EMBEDS
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from PIL import Image
 
 from tiny import TINY_MODEL, fails, make_fashion, write_config
 from vitlab import cli
+from vitlab.data import build_datasets
+from vitlab.run import checkpoint
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -95,6 +97,20 @@ def test_error_numbers_agree_with_eval(runs, tmp_path):
     r = evaluate_checkpoint(runs["vit"] / "best.pt")
     counts = [[int(v) for v in list(row.values())[1:]] for row in read_csv(out / "confusion.csv")]
     assert torch.equal(torch.tensor(counts), r["confusion"])
+    # both against a count made here, image by image, from the model and the test split
+    ckpt = checkpoint.load(runs["vit"] / "best.pt")
+    model = checkpoint.build_model(ckpt).eval()
+    cfg = checkpoint.config(ckpt)
+    cfg.data.val_subset = None  # the whole split
+    _, test_set, _ = build_datasets(cfg.data, 0)
+    by_hand = torch.zeros(10, 10, dtype=torch.long)
+    with torch.no_grad():
+        for i in range(len(test_set)):
+            x, y = test_set[i]
+            by_hand[y, int(model(x[None]).argmax())] += 1
+    assert by_hand.sum() == r["n"] == len(test_set)
+    assert torch.equal(by_hand, r["confusion"])
+    assert r["top1"] == pytest.approx(by_hand.diag().sum().item() / len(test_set))
     fractions = torch.tensor([[float(v) for v in list(row.values())[1:]]
                               for row in read_csv(out / "confusion_normalised.csv")])
     assert torch.allclose(fractions.sum(1), torch.ones(10), atol=1e-5)
@@ -173,17 +189,17 @@ def _glyph_problems(draw, caplog) -> list[str]:
 
 
 def _draw_with(family: str, text: str) -> None:
-    from vitlab.analysis.plots import _figure, _png
+    from vitlab.analysis.figures import new_figure, png_bytes
 
-    fig = _figure(figsize=(2, 1))
+    fig = new_figure(figsize=(2, 1))
     fig.text(0.1, 0.5, text, family=family)
-    _png(fig)
+    png_bytes(fig)
 
 
 @pytest.mark.parametrize("classes", [CYRILLIC, CJK], ids=["cyrillic", "cjk"])
 def test_class_names_in_any_script_render(classes, tmp_path, caplog):
     from vitlab.analysis.gallery import error_summary, plot_confusion_matrix, plot_gallery, plot_per_class
-    from vitlab.analysis.plots import font_families
+    from vitlab.analysis.figures import font_families
 
     cjk_fonts = [f for f in font_families() if "CJK" in f or f.startswith(("WenQuanYi", "Droid Sans", "Source Han"))]
     if classes is CJK and not cjk_fonts:

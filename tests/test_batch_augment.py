@@ -23,7 +23,8 @@ from tiny import TINY_MODEL, make_fashion
 from vitlab.data import (AUTO_AUGMENT_POLICIES, BatchAutoAugment, BatchRandAugment, BatchRandomErasing,
                          BatchTransforms, DatasetInfo, ImageFileDataset, TensorImageDataset, apply_op, batch_mixer,
                          build_train_transform)
-from vitlab.data.batch_augment import AUTO_AUGMENT_SUB_POLICIES, OPS, _bins
+from vitlab.data.augment_ops import OPS
+from vitlab.data.batch_augment import AUTO_AUGMENT_SUB_POLICIES, magnitude_bins
 from vitlab.errors import UserError
 from vitlab import config as config_mod
 from vitlab.config import DataConfig
@@ -88,7 +89,7 @@ def torchvision_op(img: torch.Tensor, name: str, m: float) -> torch.Tensor:
 
 def signed_magnitudes(name: str, size: int) -> list[float]:
     """Every magnitude AutoAugment (10 bins) and RandAugment (31 bins) can give ``name``, both signs."""
-    mags = set(_bins(name, 10, size, size).tolist()) | set(_bins(name, 31, size, size).tolist())
+    mags = set(magnitude_bins(name, 10, size, size).tolist()) | set(magnitude_bins(name, 31, size, size).tolist())
     return sorted(mags | ({-m for m in mags} if OPS[name][1] else set()))
 
 
@@ -222,8 +223,8 @@ def test_rand_augment_draws_follow_torchvision(monkeypatch):
     assert len({name for name, _ in singles_ours}) == 14
     for name, (_, signed) in OPS.items():
         if signed:
-            pos, neg = singles_ours[(name, round(float(_bins(name, 31, 32, 32)[9]), 5))], \
-                singles_ours[(name, -round(float(_bins(name, 31, 32, 32)[9]), 5))]
+            pos, neg = singles_ours[(name, round(float(magnitude_bins(name, 31, 32, 32)[9]), 5))], \
+                singles_ours[(name, -round(float(magnitude_bins(name, 31, 32, 32)[9]), 5))]
             assert abs(pos - neg) < 4.5 * math.sqrt(pos + neg), name
 
 
@@ -329,12 +330,33 @@ def test_same_generator_same_output_and_one_channel_works():
         assert not torch.equal(a, t(xin, torch.Generator().manual_seed(6)))
 
 
-def test_mixup_and_cutmix_take_the_batched_output():
+@pytest.mark.parametrize("mixup,cutmix,seed", [(0.8, 0.0, 0), (0.0, 1.0, 0), (0.8, 1.0, 0), (0.8, 1.0, 3)])
+def test_mixup_and_cutmix_take_the_batched_output(mixup, cutmix, seed):
+    """Mixup or CutMix on a batch of BatchTransforms: each image mixed with the one before it (as
+    torchvision pairs them), pixels and labels with the same weight."""
     bt = BatchTransforms(DataConfig(**PIPELINES["cifar10 preset"]), info_for(3), train=True)
     x = bt(images(16), bt.draw(16, torch.Generator().manual_seed(0)))
-    mixer = batch_mixer(DataConfig(mixup=0.8, cutmix=1.0), num_classes=10)
-    xm, ym = mixer(x, torch.arange(16) % 10)
-    assert xm.shape == x.shape and ym.shape == (16, 10)
+    y = torch.arange(16) % 10  # neighbours differ: the weight can be read off the soft labels
+    mixer = batch_mixer(DataConfig(mixup=mixup, cutmix=cutmix), num_classes=10)
+    torch.manual_seed(seed)
+    xm, ym = mixer(x, y)
+    assert xm.shape == x.shape and xm.dtype == torch.float32 and type(xm) is torch.Tensor
+    other, y_other = x.roll(1, 0), y.roll(1, 0)
+    lam = float(ym[0, y[0]])
+    assert 0 < lam < 1
+    one_hot = torch.nn.functional.one_hot
+    torch.testing.assert_close(ym, lam * one_hot(y, 10).float() + (1 - lam) * one_hot(y_other, 10).float())
+    mixed = lam * x + (1 - lam) * other
+    if torch.allclose(xm, mixed, atol=1e-5):  # Mixup
+        assert mixup > 0
+        return
+    assert cutmix > 0  # CutMix: one box, the same for every image, pasted from the image before
+    from_other = ~(xm == x).all(0).all(0)  # (H, W): pixels that are not the image's own
+    rows, cols = from_other.any(1).nonzero().squeeze(1), from_other.any(0).nonzero().squeeze(1)
+    box = torch.zeros_like(from_other)
+    box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+    assert torch.equal(xm[..., box], other[..., box]) and torch.equal(xm[..., ~box], x[..., ~box])
+    assert abs(box.double().mean().item() - (1 - lam)) < 1e-6  # the label weight is the box's area
 
 
 # --------------------------------------------------------------------------- the loader

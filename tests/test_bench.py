@@ -15,9 +15,9 @@ import torch
 import vitlab
 from tiny import fails
 from vitlab import bench, cli
+from vitlab.bench import references
 from vitlab.errors import UserError
 
-pytest.importorskip("timm")
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
@@ -26,7 +26,13 @@ TINY_SET = [f"{k}={v}" for k, v in TINY.items()]
 
 
 @pytest.fixture(scope="module")
-def result() -> dict:
+def timm():
+    """timm, for the tests that compare with it; they are skipped without it, the others run."""
+    return pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="module")
+def result(timm) -> dict:
     threads = torch.get_num_threads()
     r = bench.run_bench("vit", overrides=TINY, batch=4, rounds=2, threads=1, min_seconds=0)
     assert torch.get_num_threads() == threads  # the thread count is given back
@@ -106,11 +112,11 @@ def test_markdown_shows_mfu_where_a_peak_is_known(result):
     dict(layer_scale=1e-5), dict(pos_embed="none"), dict(distilled=True),
     dict(embed_dim=28, mlp_dim=61),  # int(28 * (61 / 28)) is 60: the MLP ratio must not round down
 ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "plain")
-def test_timm_twin_takes_the_weights_and_gives_the_logits(options):
+def test_timm_twin_takes_the_weights_and_gives_the_logits(timm, options):
     ours = vitlab.create_model("vit", **{**TINY, **options})
     theirs = bench.timm_twin(ours.model_args)
-    bench._same_weights(ours, theirs)
-    diff, scale = bench._logit_difference(ours, theirs, torch.randn(2, 3, 16, 16))
+    references.same_weights(ours, theirs)
+    diff, scale = references.logit_difference(ours, theirs, torch.randn(2, 3, 16, 16))
     assert scale > 0 and diff <= 1e-5
 
 
@@ -125,8 +131,8 @@ def test_resnet_against_torchvision():
 def test_cifar_stem_resnet_twin():
     ours = vitlab.create_model("resnet18", stem="cifar", in_chans=1, num_classes=10)
     theirs = bench.torchvision_twin("resnet18", ours.model_args)
-    bench._same_weights(ours, theirs)
-    assert bench._logit_difference(ours, theirs, torch.randn(2, 1, 16, 16))[0] <= 1e-5
+    references.same_weights(ours, theirs)
+    assert references.logit_difference(ours, theirs, torch.randn(2, 1, 16, 16))[0] <= 1e-5
 
 
 def test_hybrid_is_timed_alone():
@@ -140,8 +146,15 @@ def test_hybrid_is_timed_alone():
     assert "vitlab alone" in md and "paired" not in md
 
 
-def test_different_outputs_stop_the_bench(monkeypatch):
-    monkeypatch.setattr(bench, "_same_weights", lambda ours, theirs: None)  # each keeps its own init
+def test_auto_device_is_the_gpu_where_there_is_one():
+    r = bench.run_bench("vit_hybrid_cifar", overrides=dict(width=8, embed_dim=32, depth=1, num_heads=2, mlp_dim=64),
+                        device="auto", batch=2, rounds=1, threads=1, min_seconds=0)
+    assert r["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # a GPU is named with its index
+
+
+def test_different_outputs_stop_the_bench(timm, monkeypatch):
+    # run_bench copies the weights with references.same_weights: patched, each model keeps its own init
+    monkeypatch.setattr(references, "same_weights", lambda ours, theirs: None)
     with pytest.raises(bench.OutputMismatch, match="different logits"):
         bench.run_bench("vit", overrides=TINY, batch=2, rounds=1, threads=1, min_seconds=0)
 
@@ -159,7 +172,7 @@ def test_peak_table(name, expected):
 # --------------------------------------------------------------------------- the command
 
 
-def test_cli_json(capsys):
+def test_cli_json(timm, capsys):
     assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--batch", "2", "--rounds", "1",
                      "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
@@ -168,7 +181,7 @@ def test_cli_json(capsys):
     assert "round 1/1" in captured.err  # progress on stderr, JSON alone on stdout
 
 
-def test_cli_markdown(capsys):
+def test_cli_markdown(timm, capsys):
     assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--img-size", "8", "--batch", "2",
                      "--rounds", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -180,7 +193,8 @@ def test_cli_markdown(capsys):
     (["--rounds", "0"], "--rounds must be 1 or more"),
     (["--batch", "0"], "--batch must be 1 or more"),
     (["--threads", "0"], "--threads must be 1 or more"),
-    (["--device", "tpu"], "--device must be cpu or cuda"),
+    (["--device", "tpu"], "--device 'tpu' is not a device"),
+    (["--device", "meta"], "--device 'meta': vitlab runs on auto, cpu, cuda or cuda:N"),
     (["--model", "vit_cifar", "--img-size", "30"], "not divisible by patch size"),
     (["--model", "vit", "--set", "pos_embed=sincos"], "timm's VisionTransformer has no pos_embed='sincos'"),
     (["--model", "vit", "--set", "representation_size=8"], "no representation layer"),

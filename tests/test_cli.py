@@ -24,7 +24,7 @@ from tiny import fails, make_fashion, write_config
 from vitlab import cli
 from vitlab.run import checkpoint
 from vitlab import config as cfgmod
-from vitlab.train.engine import model_from_checkpoint
+from vitlab.run.checkpoint import build_model as model_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -280,14 +280,15 @@ def test_wrong_value_type(tmp_path, config, capsys):
     err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.lr=fast")
     assert "config key 'train.lr' expects a number, got 'fast'" in err
     err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "train.epochs=0")
-    assert "train.epochs must be positive" in err
+    assert "train.epochs must be 1 or more, got 0" in err
     assert not (tmp_path / "run").exists()
 
 
 def test_numbers_without_a_dot_are_numbers(tmp_path, fashion):
     """YAML 1.1 reads 1e-3 as a string; the config takes it as the number people mean."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {{name: fashion_mnist, root: {fashion[0]}}}\ntrain: {{lr: 1e-3, min_lr: 2E-5}}\n")
+    cfg.write_text(f"model: {{name: vit_mnist}}\ndata: {{name: fashion_mnist, root: {fashion[0]}}}\n"
+                   "train: {lr: 1e-3, min_lr: 2E-5}\n")
     c = cfgmod.load(cfg, ["train.weight_decay=5e-2", "train.clip_grad=1e0"])
     assert (c.train.lr, c.train.min_lr, c.train.weight_decay, c.train.clip_grad) == (1e-3, 2e-5, 0.05, 1.0)
 
@@ -314,7 +315,7 @@ def test_unknown_model_name(tmp_path, config, capsys):
 
 def test_model_option_the_model_lacks(tmp_path, config, capsys):
     err = fails(capsys, "train", config, "--out", tmp_path / "run", "--set", "model.num_heads=3")
-    assert "cannot build model 'vit'" in err
+    assert "model.embed_dim 32 is not divisible by num_heads 3 (model 'vit')" in err  # before the data is read
     assert not (tmp_path / "run").exists()
 
 
@@ -420,7 +421,9 @@ def test_eval_uses_the_whole_split_not_the_runs_val_subset(tmp_path, fashion, ca
     config = write_config(tmp_path / "q.yaml", {"name": "fashion_mnist", "root": str(fashion[0]), "val_subset": 8},
                           epochs=1)
     assert cli.main(["train", str(config), "--out", str(out)]) == 0
-    assert read_metrics(out)[0]["val_acc"]  # validated on 8 images during training
+    acc = float(read_metrics(out)[0]["val_acc"])  # validated on 8 images during training:
+    assert acc * 8 == pytest.approx(round(acc * 8))  # a whole number of the 8 right
+    assert ", 8 validation images (the dataset's test split)" in (out / "model_card.md").read_text()
     capsys.readouterr()
     assert cli.main(["eval", str(out / "last.pt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 32  # all of the test split

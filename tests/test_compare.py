@@ -22,7 +22,7 @@ from vitlab import cli, count_flops
 from vitlab.compare import CSV_COLUMNS, compare_runs, plot
 from vitlab.flops import format_macs
 from vitlab.run import checkpoint
-from vitlab.train.engine import model_from_checkpoint
+from vitlab.run.checkpoint import build_model as model_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

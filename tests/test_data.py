@@ -3,10 +3,9 @@ transforms, Mixup/CutMix, error messages, bad files and the download path."""
 
 from __future__ import annotations
 
-import gzip
+import ast
 import logging
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,113 +14,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import vitlab.data.datasets as ds_mod
+import vitlab.data.catalog as catalog_mod
+from data_helpers import (cfg, make_cifar10_python, make_cifar100_python, make_idx, make_tiny_imagenet, one_line,
+                          save_image, write_pickle)
 from vitlab.data import (DATASETS, DatasetInfo, ImageFileDataset, TensorImageDataset, batch_mixer,
-                         build_datasets, build_eval_transform, describe_transforms, load_image, read_idx)
+                         build_datasets, build_eval_transform, canonical_name, check_options, describe_transforms,
+                         load_image, read_idx)
 from vitlab.errors import UserError
-from vitlab.config import DataConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # torchvision 0.29 deprecates its image decoders (vitlab falls back to PIL when they go)
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
-
-
-# --------------------------------------------------------------------------- writers of the real formats
-
-
-def write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, dtype=np.uint8)
-    data = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def make_idx(root: Path, gz: bool = True, n_train: int = 30, n_test: int = 12, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    ext = ".gz" if gz else ""
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = np.arange(n) % 10
-        write_idx(root / f"{prefix}-images-idx3-ubyte{ext}", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte{ext}", labels)
-        arrays[prefix] = (images, labels)
-    return arrays
-
-
-def write_pickle(path: Path, obj) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
-
-
-def make_cifar10_python(root: Path, per_batch: int = 4) -> dict:
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    batches = {}
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [(i + j) % 10 for j in range(per_batch)]
-        write_pickle(d / name, {"batch_label": name, "data": data, "labels": labels})
-        batches[name] = (data, labels)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    write_pickle(d / "batches.meta", {"label_names": names, "num_vis": 3072})
-    return batches
-
-
-def make_cifar100_python(root: Path) -> None:
-    d = root / "cifar-100-python"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for name, n in (("train", 10), ("test", 5)):
-        write_pickle(d / name, {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                "fine_labels": [(7 * j) % 100 for j in range(n)],
-                                "coarse_labels": [j % 20 for j in range(n)]})
-    write_pickle(d / "meta", {"fine_label_names": list(DATASETS["cifar100"].classes),
-                              "coarse_label_names": [f"c{i}" for i in range(20)]})
-
-
-def save_image(path: Path, size=(32, 32), mode="RGB", color=None, fmt=None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
-    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
-    arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8) if color is None else \
-        np.full((size[1], size[0], channels), color, dtype=np.uint8)
-    Image.fromarray(arr.squeeze(-1) if channels == 1 else arr, mode).save(path, format=fmt)
-
-
-def make_tiny_imagenet(root: Path) -> list[str]:
-    d = root / "tiny-imagenet-200"
-    wnids = ["n02124075", "n01443537", "n09999999"]
-    (d / "train").mkdir(parents=True)
-    (d / "wnids.txt").write_text("\n".join(wnids) + "\n")
-    (d / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn02124075\tEgyptian cat\n"
-                                 "n00000001\tsomething else\n")  # n09999999 has no name: its wnid is used
-    for w in wnids:
-        for k in range(2):
-            save_image(d / "train" / w / "images" / f"{w}_{k}.JPEG", (64, 64), fmt="JPEG")
-        (d / "train" / w / f"{w}_boxes.txt").write_text("")
-    lines = []
-    for k, w in enumerate(wnids + wnids[:1]):
-        save_image(d / "val" / "images" / f"val_{k}.JPEG", (64, 64), mode="L", fmt="JPEG")  # grey ones too
-        lines.append(f"val_{k}.JPEG\t{w}\t0\t0\t63\t63")
-    (d / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    return wnids
-
-
-def cfg(**kw) -> DataConfig:
-    return DataConfig(**kw)
-
-
-def one_line(e: pytest.ExceptionInfo) -> str:
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 # --------------------------------------------------------------------------- the table
@@ -136,6 +40,52 @@ def test_table_is_consistent():
         for url, md5 in spec.downloads:
             assert url.startswith("http") and len(md5) == 32, name
     assert DATASETS["cifar100"].classes == tuple(sorted(DATASETS["cifar100"].classes))
+
+
+def test_canonical_name_and_check_options():
+    assert canonical_name("Fashion-MNIST") == "fashion_mnist" and canonical_name("cifar10") == "cifar10"
+    with pytest.raises(UserError, match=r"unknown data.name 'cifar11' \(did you mean 'cifar10'\?\)") as e:
+        canonical_name("cifar11")
+    one_line(e)
+    assert check_options(cfg(name="Tiny-ImageNet", auto_augment="imagenet")) == "tiny_imagenet"
+
+
+def test_data_package_layers():
+    """vitlab.data imports nothing above it (the config, the trainer, runs), not even for type checking;
+    its modules import no private name of one another and form no cycle."""
+    import vitlab.data
+    folder = Path(vitlab.data.__file__).parent
+    edges = {}
+    for path in sorted(folder.glob("*.py")):
+        deps = edges.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("vitlab") for a in node.names), (path.name, node.lineno)
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            module = node.module or ""
+            if node.level == 0:
+                assert not module.startswith("vitlab"), (path.name, node.lineno, module)
+            elif node.level == 2:
+                assert module in ("errors", "files"), (path.name, node.lineno, module)
+            elif node.level == 1 and module:
+                deps.add(module.split(".")[0])
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (path.name, node.lineno, private)
+            else:
+                raise AssertionError((path.name, node.lineno, "import level", node.level))
+    edges.pop("__init__")
+    done: set[str] = set()
+
+    def visit(mod: str, path: tuple[str, ...]) -> None:
+        assert mod not in path, "import cycle: " + " -> ".join(path + (mod,))
+        if mod not in done:
+            for dep in edges.get(mod, ()):
+                visit(dep, path + (mod,))
+            done.add(mod)
+
+    for mod in edges:
+        visit(mod, ())
 
 
 # --------------------------------------------------------------------------- IDX (fashion_mnist, mnist)
@@ -494,9 +444,10 @@ def test_plain_transforms_on_grey(tmp_path):
     ("mixup", -0.1, "mixup"),
 ])
 def test_bad_option_values(key, value, match):
-    with pytest.raises(UserError, match=match) as e:
-        build_datasets(cfg(**{key: value}), seed=0)
-    assert key in one_line(e)
+    for check in (check_options, lambda c: build_datasets(c, seed=0)):  # when the config is read, and again
+        with pytest.raises(UserError, match=match) as e:
+            check(cfg(**{key: value}))
+        assert key in one_line(e)
 
 
 def test_eval_transform_for_predict():
@@ -589,7 +540,7 @@ def test_download_idx_files(tmp_path, monkeypatch):
         if len(calls) == 4:  # "the network" delivers the files
             make_idx(Path(root), n_train=10, n_test=10)
 
-    monkeypatch.setattr(ds_mod, "download_url", fake_download_url)
+    monkeypatch.setattr(catalog_mod, "download_url", fake_download_url)
     train, val, _ = build_datasets(cfg(name="mnist", download=True), seed=0)
     assert (len(train), len(val)) == (10, 10)
     target = tmp_path / "vitlab" / "data" / "mnist"
@@ -609,16 +560,39 @@ def test_download_idx_files(tmp_path, monkeypatch):
 def test_download_archives(tmp_path, monkeypatch, name, url):
     calls = []
 
+    make = {"cifar10": make_cifar10_python, "cifar100": make_cifar100_python,
+            "tiny_imagenet": make_tiny_imagenet}[name]
+
     def fake_extract(url, download_root, filename=None, md5=None, remove_finished=False):
         calls.append((url, Path(download_root), md5))
-        {"cifar10": make_cifar10_python, "cifar100": make_cifar100_python,
-         "tiny_imagenet": make_tiny_imagenet}[name](Path(download_root))
+        make(Path(download_root))
 
-    monkeypatch.setattr(ds_mod, "download_and_extract_archive", fake_extract)
+    monkeypatch.setattr(catalog_mod, "download_and_extract_archive", fake_extract)
     root = tmp_path / "data"
-    train, _, _ = build_datasets(cfg(name=name, root=str(root), download=True), seed=0)
-    assert len(train) > 0
+    train, val, info = build_datasets(cfg(name=name, root=str(root), download=True), seed=0)
     assert calls == [(url, root, DATASETS[name].downloads[0][1])]
+    # what was "downloaded" is what is read, and all of it
+    made = make(tmp_path / "made")
+    if name == "cifar10":
+        train_files, test_files = [f"data_batch_{k}" for k in range(1, 6)], ["test_batch"]
+    elif name == "cifar100":
+        train_files, test_files = ["train"], ["test"]
+    if name == "tiny_imagenet":
+        order = sorted(made)  # labels follow the sorted wnids
+        folder = root / "tiny-imagenet-200"
+        assert [Path(p).relative_to(folder).as_posix() for p in train.paths] == [
+            f"train/{w}/images/{w}_{k}.JPEG" for w in order for k in range(2)]
+        assert train.targets.tolist() == [0, 0, 1, 1, 2, 2]
+        assert [Path(p).relative_to(folder).as_posix() for p in val.paths] == [f"val/images/val_{k}.JPEG"
+                                                                                for k in range(4)]
+        assert val.targets.tolist() == [order.index(w) for w in made + made[:1]]
+        assert info.classes == ["goldfish", "Egyptian cat", "n09999999"] and info.val_split == "val"
+    else:
+        for ds, files in ((train, train_files), (val, test_files)):
+            data = np.concatenate([made[f][0] for f in files])
+            assert torch.equal(ds.images, torch.from_numpy(data).view(-1, 3, 32, 32))
+            assert ds.targets.tolist() == [y for f in files for y in made[f][1]]
+        assert info.classes == list(DATASETS[name].classes) and info.val_split == "test"
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):
@@ -627,7 +601,7 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(ds_mod, "download_and_extract_archive", offline)
+    monkeypatch.setattr(catalog_mod, "download_and_extract_archive", offline)
     root = tmp_path / "new"
     with pytest.raises(UserError) as e:
         build_datasets(cfg(name="cifar10", root=str(root), download=True), seed=0)

@@ -18,10 +18,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import vitlab.data.checks as checks_mod
+from data_helpers import cfg, make_cifar10_python, make_idx, make_tiny_imagenet, one_line, save_image, write_idx
 from tiny import write_config
-from test_data import cfg, make_cifar10_python, make_idx, make_tiny_imagenet, one_line, save_image, write_idx
 from vitlab import cli
-from vitlab.data import DATASETS, build_datasets, class_from_filename, find_bad_images, read_image
+from vitlab.data import (DATASETS, build_datasets, check_options, class_from_filename, find_bad_images,
+                         read_image)
 from vitlab.data.checks import check_cache_path
 from vitlab.errors import UserError
 
@@ -174,12 +175,29 @@ def test_labels_folders_is_the_default(tmp_path):
 ])
 def test_bad_option_values(tmp_path, options, match):
     make_flat(tmp_path, {"train/a": ["x_1", "x_2"]})
-    with pytest.raises(UserError, match=match) as e:
-        build_datasets(cfg(**{"name": "imagefolder", "root": str(tmp_path), **options}), seed=0)
-    one_line(e)
+    for check in (check_options, lambda c: build_datasets(c, seed=0)):  # when the config is read, and again
+        with pytest.raises(UserError, match=match) as e:
+            check(cfg(**{"name": "imagefolder", "root": str(tmp_path), **options}))
+        one_line(e)
 
 
 # --------------------------------------------------------------------------- images of every mode
+
+
+def expected_pixels(raw: bytes, channels: int) -> torch.Tensor:
+    """What ``read_image`` must give for the file ``raw``, by PIL alone: the first frame; 16-bit grey
+    scaled by 1/257; a palette with transparency through RGBA; alpha dropped (not blended); then RGB, or
+    (``channels`` 1) grey, which a JPEG decodes to directly (its luma, as libjpeg gives it)."""
+    img = Image.open(io.BytesIO(raw))
+    img.seek(0)
+    if img.mode == "I;16":
+        img = Image.fromarray(np.round(np.asarray(img, dtype=np.float64) / 257).astype(np.uint8), "L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif img.format == "JPEG" and channels == 1:
+        img.draft("L", img.size)
+    arr = torch.from_numpy(np.array(img.convert("RGB" if channels == 3 else "L")))
+    return arr.permute(2, 0, 1) if channels == 3 else arr[None]
 
 
 @pytest.mark.parametrize("channels", [3, 1])
@@ -189,7 +207,21 @@ def test_every_mode_and_size_loads(tmp_path, channels):
     for name, raw in [*good_images().items(), ("anim.gif", animated)]:
         (tmp_path / name).write_bytes(raw)
         x = read_image(tmp_path / name, channels)
-        assert x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == channels, name
+        width, height = Image.open(io.BytesIO(raw)).size
+        assert x.dtype == torch.uint8 and x.shape == (channels, height, width), name
+        diff = (x.int() - expected_pixels(raw, channels).int()).abs()
+        # colour to grey: libpng's luma may round one level away from PIL's; everything else exact
+        assert diff.max() <= (1 if channels == 1 and Image.open(io.BytesIO(raw)).mode in ("RGBA", "P") else 0), \
+            (name, int(diff.max()))
+    # the originals themselves, where the format keeps them: RGB under the alpha, grey, 16 bits, two levels
+    rgba = np.asarray(noise((64, 64)))
+    assert torch.equal(read_image(tmp_path / "rgba.png", 3), torch.from_numpy(rgba.copy()).permute(2, 0, 1))
+    grey = np.asarray(noise((33, 47)).convert("L"))
+    assert torch.equal(read_image(tmp_path / "grey.png", channels)[-1], torch.from_numpy(grey.copy()))
+    wide16 = np.random.default_rng(0).integers(0, 65536, (30, 44))
+    assert torch.equal(read_image(tmp_path / "sixteen.png", channels)[0],
+                       torch.from_numpy(np.round(wide16 / 257).astype(np.uint8)))
+    assert set(read_image(tmp_path / "bilevel.bmp", channels).unique().tolist()) == {0, 255}
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):

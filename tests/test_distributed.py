@@ -17,7 +17,7 @@ import torch
 from tiny import make_fashion, write_config
 from vitlab import cli
 from vitlab.run import checkpoint
-from vitlab.train.engine import _Dist
+from vitlab.run.runtime import Dist
 from vitlab.data.loader import shard
 
 
@@ -70,8 +70,8 @@ def test_what_is_left_after_a_stop_does_not_depend_on_the_world_size():
 
 
 def test_model_randomness_is_seeded_per_rank_and_unchanged_for_one_process():
-    assert _Dist(0, 1).seed(123) == _Dist(0, 4).seed(123) == 123
-    assert len({_Dist(r, 4).seed(123) for r in range(4)}) == 4
+    assert Dist(0, 1).seed(123) == Dist(0, 4).seed(123) == 123
+    assert len({Dist(r, 4).seed(123) for r in range(4)}) == 4
 
 
 # --- gradient accumulation -----------------------------------------------------------------------
@@ -169,3 +169,19 @@ def test_a_signal_to_one_rank_stops_both_and_one_process_resumes(tmp_path):
     done = checkpoint.load(out / "last.pt")
     assert done["epoch"] == 3
     assert [r["train_images"] for r in done["history"]] == [2048, 2048, 2048]
+
+
+def test_the_end_of_a_distributed_run_does_not_hang_under_load(tmp_path):
+    """Two processes end cleanly again and again while the machine is busy: the DDP model is
+    released before the process group goes away (a reducer outliving it once hung at exit)."""
+    data = dataset(tmp_path, 64, 32)
+    config = write_config(tmp_path / "c.yaml", data, epochs=1, batch_size=16)
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for i in range(4):
+            r = torchrun(config, tmp_path / f"run{i}", timeout=120)  # a hang ends the test by its timeout
+            assert r.returncode == 0, r.stderr[-2000:]
+            assert checkpoint.load(tmp_path / f"run{i}" / "last.pt")["epoch"] == 1
+    finally:
+        for p in load:
+            p.kill()

@@ -11,9 +11,8 @@ import types
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tiny import TINY_MODEL, make_fashion
+from tiny import make_fashion, write_config
 from vitlab import cli
 
 pytestmark = pytest.mark.filterwarnings(
@@ -82,17 +81,11 @@ def install_fakes(monkeypatch) -> Recorder:
     return rec
 
 
-def write_config(path: Path, root: Path, loggers: list[str]) -> Path:
-    cfg = {"model": dict(TINY_MODEL), "data": {"name": "fashion_mnist", "root": str(root)},
-           "train": {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "loggers": loggers}}
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_external_loggers_get_config_and_every_epoch(tmp_path, monkeypatch):
     rec = install_fakes(monkeypatch)
     make_fashion(tmp_path / "data")
-    config = write_config(tmp_path / "c.yaml", tmp_path / "data", ["tensorboard", "wandb", "mlflow", "neptune"])
+    config = write_config(tmp_path / "c.yaml", {"name": "fashion_mnist", "root": str(tmp_path / "data")},
+                          loggers=["tensorboard", "wandb", "mlflow", "neptune"])
     out = tmp_path / "run"
     assert cli.main(["train", str(config), "--out", str(out)]) == 0
     assert list(out.glob("events.out.tfevents.*"))  # TensorBoard alongside
@@ -125,7 +118,7 @@ def test_external_loggers_get_config_and_every_epoch(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("logger, message", [
-    ("comet", "unknown logger 'comet' in train.loggers"),
+    ("comet", "unknown logger in train.loggers 'comet'; choose tensorboard, wandb, mlflow, neptune"),
     ("wandb", "train.loggers names 'wandb' but its package is not installed: pip install wandb"),
 ])
 def test_unknown_or_missing_logger_exits_2_before_the_run(tmp_path, monkeypatch, capsys, logger, message):
@@ -133,7 +126,7 @@ def test_unknown_or_missing_logger_exits_2_before_the_run(tmp_path, monkeypatch,
     find_spec = importlib.util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
     make_fashion(tmp_path / "data")
-    config = write_config(tmp_path / "c.yaml", tmp_path / "data", [logger])
+    config = write_config(tmp_path / "c.yaml", {"name": "fashion_mnist", "root": str(tmp_path / "data")}, loggers=[logger])
     out = tmp_path / "run"
     assert cli.main(["train", str(config), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()

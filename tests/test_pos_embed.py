@@ -14,7 +14,7 @@ import vitlab
 from vitlab.analysis import NotAnalysable, pos_embed_similarity
 from vitlab.errors import UserError
 from vitlab.models import model_options
-from vitlab.models.vit import POS_EMBEDS, resample_rel_table
+from vitlab.models.pos_embed import POS_EMBEDS, resample_rel_table
 from vitlab.train.optim import param_groups
 from vitlab.weights import load_pretrained
 

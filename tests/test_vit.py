@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import vitlab
-from vitlab.models.vit import SIZES, VisionTransformer, sincos_2d
+from tiny import n_params
+from vitlab.models.pos_embed import sincos_2d
+from vitlab.models.vit import SIZES, VisionTransformer
 
 # Parameter counts of every registered model at its defaults. The paper's sizes equal
 # timm's counts for the same architecture (1000 classes, no representation layer).
@@ -30,10 +32,6 @@ GOLDEN_PARAMS = {
     "deit_s16_distilled": 22_436_432,
     "deit_b16_distilled": 87_338_192,
 }
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
 
 
 def test_every_registered_vit_has_a_golden_count():
@@ -155,7 +153,7 @@ def test_init_statistics_timm():
 
 
 def test_trunc_normal_bound_is_absolute():
-    from vitlab.models.vit import trunc_normal_
+    from vitlab.models.layers import trunc_normal_
     w = trunc_normal_(torch.empty(100_000), std=1.0, bound=0.5)
     assert w.abs().max() <= 0.5 and w.abs().max() > 0.49
     w = trunc_normal_(torch.empty(100_000), std=1.0)  # default: cut at 2 std

@@ -18,7 +18,7 @@ import torch
 
 import vitlab
 from vitlab.errors import UserError
-from vitlab.models.vit import resample_grid
+from vitlab.models.pos_embed import resample_grid
 from vitlab.weights import load_pretrained
 
 TOL = 1e-4

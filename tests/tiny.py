@@ -3,13 +3,12 @@ the training, CLI, model and compare tests."""
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from data_helpers import write_idx
 from vitlab import cli
 
 TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
@@ -17,10 +16,9 @@ TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "
 TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5}
 
 
-def write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, dtype=np.uint8)
-    with gzip.open(path, "wb") as f:
-        f.write(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
+def n_params(model) -> int:
+    """The number of parameters (elements) of a model."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def make_fashion(root: Path, n_train: int = 64, n_test: int = 32) -> dict:

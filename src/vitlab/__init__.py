@@ -2,7 +2,7 @@
 
 from .models import create_model, list_models
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def load_pretrained(model, source, **kwargs):

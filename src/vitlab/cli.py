@@ -10,35 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
-import time
 from pathlib import Path
 
 from .errors import UserError
 
-# Keys that --resume may change: where things run and how they are shown, not what is trained.
-RESUME_KEYS = {"train.device", "train.threads", "train.progress", "train.loggers", "data.root",
-               "data.num_workers", "train.eval_batch_size",
-               "train.epochs", "train.steps"}  # a longer run: the schedule follows the longer plan from here
 MACS_NOTE = "multiply-accumulates of one forward pass at batch 1, attention matmuls included"
 
 
 def _cmd_train(a) -> int:
     from . import config as cfgmod
+    from .run import folder
     from .train.engine import Interrupted, NonFiniteLoss, Trainer
 
     if a.resume:
         if a.config:
             raise UserError("give either a CONFIG or --resume DIR, not both")
         out = Path(a.resume)
-        if not (out / "last.pt").is_file() or not (out / "config.yaml").is_file():
-            raise UserError(f"{out} holds no run to resume (no last.pt and config.yaml); "
-                            "start one with `vitlab train CONFIG`")
-        for item in a.set:  # the optimizer and schedule state come from last.pt: only these may change
-            if item.split("=", 1)[0].strip() not in RESUME_KEYS:
-                raise UserError(f"--set {item.split('=', 1)[0]} cannot change when resuming; "
-                                f"allowed: {', '.join(sorted(RESUME_KEYS))}")
+        folder.check_resume(out, a.set)
         cfg = cfgmod.load(out / "config.yaml", a.set)
     else:
         if not a.config:
@@ -49,49 +38,19 @@ def _cmd_train(a) -> int:
             cfg.model.pretrained = str(weights)
         if getattr(a, "finetune", False) and not cfg.model.pretrained:
             raise UserError("vitlab finetune needs --weights PATH (or model.pretrained in the config)")
-        out = Path(a.out) if a.out else Path("runs") / f"{Path(a.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} is a file, not a folder; choose another --out")
-        if (out / "last.pt").exists():
-            raise UserError(f"{out} already holds a run; continue it with `vitlab train --resume {out}` "
-                            "or choose another --out")
-    new_dirs = [d for d in (out, *out.parents) if not d.exists()]  # made by this run, innermost first
-    created = bool(new_dirs)  # out is new exactly when some folder on its path is
+        out = Path(a.out) if a.out else folder.default_name(a.config)
+        folder.check_new(out)
     trainer = Trainer(cfg, out, resume=bool(a.resume))
-    if a.resume and trainer.epoch >= trainer.total_epochs:
-        if trainer.dist.main:
-            length = f"{cfg.train.steps} steps" if cfg.train.steps else f"{cfg.train.epochs} epochs"
-            print(f"the run in {out} has finished its {length}: nothing to resume (best.pt, last.pt, "
-                  f"metrics.csv are there; `--set train.epochs=N` or `train.steps=N` makes it longer)")
-        return 0
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    if trainer.dist.main:
-        print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
-              f"{len(trainer.train_ds):,} train / {len(trainer.val_ds):,} val images, "
-              f"{trainer.info.num_classes} classes | device {trainer.device} | run {out}", flush=True)
-        for note in trainer.notes:
-            print(note, flush=True)
-        if trainer.frozen:
-            print(f"frozen: {trainer.frozen:,} of {n_params:,} parameters", flush=True)
-        if a.resume:
-            print(f"resuming at epoch {trainer.epoch + 1}" + (f", step {trainer.steps_done + 1}" if trainer.skip else ""),
-                  flush=True)
+    finished = False
     try:
-        s = trainer.fit()
-        if trainer.dist.world > 1:  # let every rank finish before the process group goes away
-            import torch.distributed as dist
-            dist.barrier()
-            dist.destroy_process_group()
+        code = _train(trainer, cfg, out, bool(a.resume))
+        finished = True
+        return code
     except UserError:
-        # bad input found during training (a corrupt image file read at its item): leave nothing
-        # half-written, i.e. remove the run folder this command made if no checkpoint was written
-        if created and trainer.dist.main and not (out / "last.pt").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            for d in new_dirs[1:]:  # the parents this run made (runs/), unless something else is there now
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+        # bad input found during training (a corrupt image file read at its item, a full disk):
+        # leave nothing half-made, i.e. no run folder this command made without a checkpoint
+        if trainer.dist.main and not a.resume:
+            trainer.folder.discard_if_empty()
         raise
     except Interrupted as e:
         print(f"vitlab: {e}", file=sys.stderr)
@@ -101,7 +60,33 @@ def _cmd_train(a) -> int:
                 else "no checkpoint was written yet")
         print(f"vitlab: training stopped: {e}; {kept} (lower train.lr or set train.clip_grad)", file=sys.stderr)
         return 1
-    if trainer.dist.main:
+    finally:
+        trainer.close(wait_for_all=finished)  # a rank that failed alone does not wait for the others
+
+
+def _train(trainer, cfg, out: Path, resume: bool) -> int:
+    """Print what the run is, fit, print its result."""
+    main = trainer.dist.main
+    if resume and trainer.epoch >= trainer.total_epochs:
+        if main:
+            length = f"{cfg.train.steps} steps" if cfg.train.steps else f"{cfg.train.epochs} epochs"
+            print(f"the run in {out} has finished its {length}: nothing to resume (best.pt, last.pt, "
+                  f"metrics.csv are there; `--set train.epochs=N` or `train.steps=N` makes it longer)")
+        return 0
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    if main:
+        print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
+              f"{len(trainer.train_ds):,} train / {len(trainer.val_ds):,} val images, "
+              f"{trainer.info.num_classes} classes | device {trainer.device} | run {out}", flush=True)
+        for note in trainer.notes:
+            print(note, flush=True)
+        if trainer.frozen:
+            print(f"frozen: {trainer.frozen:,} of {n_params:,} parameters", flush=True)
+        if resume:
+            print(f"resuming at epoch {trainer.epoch + 1}"
+                  + (f", step {trainer.steps_done + 1}" if trainer.position.samples else ""), flush=True)
+    s = trainer.fit()
+    if main:
         print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
               f"{100 * s['final_acc']:.2f}%, {s['epochs']} epochs in {s['seconds']:.0f}s; "
               f"run in {out} (best.pt, last.pt, metrics.csv, curves.png)")
@@ -129,7 +114,8 @@ def _cmd_sweep(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    from .evaluate import evaluate_checkpoint, plot_confusion
+    from .analysis.figures import draw_confusion
+    from .evaluate import evaluate_checkpoint
 
     if a.batch_size < 1:
         raise UserError(f"--batch-size must be 1 or more, got {a.batch_size}")
@@ -137,7 +123,7 @@ def _cmd_eval(a) -> int:
     if a.out and not png.parent.is_dir():
         raise UserError(f"cannot write {png}: the folder {png.parent} does not exist")
     r = evaluate_checkpoint(a.checkpoint, a.set, device=a.device, batch_size=a.batch_size)
-    plot_confusion(r["confusion"], r["classes"], png, title=f"{Path(a.checkpoint).name}: top-1 {100 * r['top1']:.2f}%")
+    draw_confusion(r["confusion"], r["classes"], png, title=f"{Path(a.checkpoint).name}: top-1 {100 * r['top1']:.2f}%")
     if a.json:
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"} | {"confusion_png": str(png)}, indent=1))
         return 0
@@ -170,7 +156,8 @@ def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tupl
     there it only sets the input that is counted. Without it: the model's default size, or 224."""
     import torch
 
-    from . import count_flops, create_model
+    from . import create_model
+    from .flops import model_size
     from .models import model_defaults, model_options
 
     kwargs = {"img_size": img_size} if img_size and "img_size" in model_options(name) else {}
@@ -179,7 +166,7 @@ def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tupl
     d = model_defaults(name) | kwargs
     size = img_size or d.get("img_size") or 224
     shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
-    return sum(p.numel() for p in model.parameters()), count_flops(model, shape), shape
+    return (*model_size(model, shape), shape)
 
 
 def _natural(name: str) -> list:
@@ -360,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="vit_cifar", help="a registered model (`vitlab models`); default vit_cifar")
     b.add_argument("--img-size", type=int, help="image size (default: the model's; 224 for a ResNet or VT-ResNet)")
     b.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
-    b.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
     b.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (default none: fp32)")
     b.add_argument("--rounds", type=int, default=7, help="timed rounds; medians are reported (default 7)")
     b.add_argument("--threads", type=int, help="CPU threads (default: torch's)")

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import UserError
+from .run.folder import RUN_FILES
 
 # compare.csv: one row per run, raw numbers (accuracies as fractions, as in metrics.csv); empty = unknown.
 CSV_COLUMNS = ["run", "path", "model", "family", "dataset", "params", "macs", "in_chans", "img_size",
                "best_val_acc", "best_epoch", "final_val_acc", "epochs", "epochs_planned", "train_seconds",
                "includes_eval", "train_images", "images_per_second"]
-RUN_FILES = ("last.pt", "config.yaml")
 
 
 def compare_runs(paths: Iterable[str | Path]) -> list[dict]:
@@ -67,7 +67,8 @@ def _check_run_folder(p: Path) -> None:
 def _summarise(path: Path) -> dict:
     import torch
 
-    from . import count_flops, create_model
+    from .flops import model_size
+    from .metrics import history_summary
     from .models.registry import model_family
     from .run import checkpoint
 
@@ -78,29 +79,28 @@ def _summarise(path: Path) -> dict:
     if missing:
         raise UserError(f"{last} is not the last.pt of a vitlab run: it holds no {', '.join(missing)}")
     name, ds, cfg = ckpt["model_name"], ckpt["dataset"], ckpt["config"]
-    args = ckpt.get("model_args", ckpt.get("model_config", {}))  # runs before 0.3 hold a ViT's model_config
     try:
         with torch.device("meta"):
-            model = create_model(name, **args)
+            model = checkpoint.build_model(ckpt, weights=False)
         family = model_family(name)
-    except (ValueError, TypeError) as e:
+    except (UserError, ValueError) as e:
         raise UserError(f"cannot rebuild the model of run {path}: {e}") from None
     # the input the model saw: the dataset's channels at data.img_size, or at the dataset's own size
     size = cfg.get("data", {}).get("img_size") or ds["img_size"]
-    macs = count_flops(model, (ds["in_chans"], size, size))
+    params, macs = model_size(model, (ds["in_chans"], size, size))
 
     hist = list(ckpt["history"])
-    best = max(hist, key=lambda r: r["val_acc"]) if hist else None  # the first of the best epochs
+    summary = history_summary(hist)
     timed = bool(hist) and all("train_seconds" in r and "train_images" in r for r in hist)
     seconds = (sum(r["train_seconds"] for r in hist) if timed else
                sum(r["seconds"] for r in hist) if hist else None)
     images = sum(r["train_images"] for r in hist) if timed else None
     return {
         "run": path.resolve().name, "path": str(path), "model": name, "family": family, "dataset": ds["name"],
-        "params": sum(p.numel() for p in model.parameters()), "macs": macs, "in_chans": ds["in_chans"],
+        "params": params, "macs": macs, "in_chans": ds["in_chans"],
         "img_size": size,
-        "best_val_acc": best["val_acc"] if best else None, "best_epoch": best["epoch"] if best else None,
-        "final_val_acc": hist[-1]["val_acc"] if hist else None,
+        "best_val_acc": summary["best_acc"], "best_epoch": summary["best_epoch"],
+        "final_val_acc": summary["final_acc"],
         "epochs": len(hist), "epochs_planned": cfg.get("train", {}).get("epochs"),
         "train_seconds": seconds, "includes_eval": (not timed) if hist else None,
         "train_images": images, "images_per_second": images / seconds if timed and seconds > 0 else None,

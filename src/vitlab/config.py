@@ -1,15 +1,19 @@
 """The experiment config: a typed schema in three sections (model, data,
 train), read from YAML presets and ``--set section.key=value`` overrides.
 
-Every option lives here and is read in one place; the engine knows nothing of
-particular experiments. An unknown key or a value of the wrong type raises
-``UserError`` naming the key and the closest valid one.
+Every option lives here and is checked when the config is read (``check``):
+types, enums, ranges, cross-field rules, the model builder's options and
+their values (the model is built on the meta device, no memory, no time), the
+dataset's options. A command that reads a config therefore refuses a bad value
+before it opens any dataset or trains anything. Bad input raises ``UserError``
+naming the key, what is accepted and the closest valid value. What depends on
+the machine (a GPU, a logger's package) is checked when the run starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, choose, did_you_mean
+from .files import write_text
 
 
 @dataclass
@@ -123,11 +128,6 @@ def _plain(v: Any) -> Any:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
-def _closest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _section_types(section: str) -> dict[str, Any]:
     cls = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}[section]
     hints = typing.get_type_hints(cls)
@@ -178,14 +178,19 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
         raise UserError(f"config key {key!r} expects an integer, got {value!r}")
     if typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise UserError(f"config key {key!r} expects a number, got {value!r}")
+        if number is None:
+            raise UserError(f"config key {key!r} expects a number, got {value!r}")
+        if not math.isfinite(number):  # no option takes inf or nan
+            raise UserError(f"config key {key!r} expects a finite number, got {value!r}")
+        return number
     if typ is str:
         if isinstance(value, str):
             return value
@@ -198,14 +203,14 @@ def apply(cfg: Config, key: str, value: Any) -> None:
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         all_keys = [f"{s}.{k}" for s in SECTIONS for k in _section_types(s)]
-        raise UserError(f"unknown config key {key!r}{_closest(key, all_keys)}; "
+        raise UserError(f"unknown config key {key!r}{did_you_mean(key, all_keys)}; "
                         f"keys are section.name with sections {', '.join(SECTIONS)}")
     types_ = _section_types(section)
     if section == "model" and (name not in types_ or name == "args"):
         cfg.model.args[name] = value  # checked against the model's builder by check_model()
         return
     if name not in types_:
-        raise UserError(f"unknown config key {key!r}{_closest(key, [f'{section}.{k}' for k in types_])}")
+        raise UserError(f"unknown config key {key!r}{did_you_mean(key, [f'{section}.{k}' for k in types_])}")
     setattr(getattr(cfg, section), name, _coerce(key, value, types_[name]))
 
 
@@ -230,8 +235,9 @@ def check_model(cfg: Config) -> None:
         if key in _FROM_DATASET:
             raise UserError(f"model.{key} comes from the dataset (data.name); remove it from the config")
         if key not in options:
-            close = difflib.get_close_matches(key, settable, n=1)
-            hint = f" (did you mean 'model.{close[0]}'?)" if close else f"; its options: {', '.join(settable)}"
+            close = did_you_mean(key, settable, quote=False)
+            hint = close.replace("(did you mean ", "(did you mean 'model.").replace("?)", "'?)") if close \
+                else f"; its options: {', '.join(settable)}"
             raise UserError(f"model {name!r} has no option 'model.{key}'{hint}")
         if value is not None:
             checked[key] = _coerce(f"model.{key}", value, types_[key])
@@ -239,9 +245,9 @@ def check_model(cfg: Config) -> None:
 
 
 def from_dict(d: dict[str, Any] | None) -> Config:
-    """A config from a mapping of sections, checked (``check_model`` included)."""
+    """A config from a mapping of sections, checked (``check``)."""
     cfg = _parse(d)
-    check_model(cfg)
+    check(cfg)
     return cfg
 
 
@@ -253,7 +259,7 @@ def _parse(d: dict[str, Any] | None) -> Config:
         raise UserError("a config file must be a mapping of sections (model:, data:, train:)")
     for section, values in d.items():
         if section not in SECTIONS:
-            raise UserError(f"unknown config section {section!r}{_closest(str(section), SECTIONS)}")
+            raise UserError(f"unknown config section {section!r}{did_you_mean(str(section), SECTIONS)}")
         if values is None:
             continue
         if not isinstance(values, dict):
@@ -271,16 +277,20 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise UserError(f"cannot read config {path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"cannot read config {path}: invalid YAML{where}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
+    if data is None:
+        raise UserError(f"config {path} is empty: give model:, data: and train: sections (see configs/)")
     cfg = _parse(data)
     apply_overrides(cfg, overrides)
-    check_model(cfg)  # after the overrides: --set model.name=... changes which options exist
+    check(cfg)  # after the overrides: --set model.name=... changes which options exist
     return cfg
 
 
@@ -297,4 +307,132 @@ def apply_overrides(cfg: Config, overrides) -> None:
 
 
 def save(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """The resolved config as YAML, written atomically."""
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                                    f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+# --------------------------------------------------------------------------- checks
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "step", "constant")
+AMP = ("auto", "none", "bf16", "fp16")
+FREEZE = (None, "backbone")
+LOGGERS = ("tensorboard", "wandb", "mlflow", "neptune")
+
+
+def _at_least(key: str, value, low, what: str = "") -> None:
+    if value is not None and value < low:
+        raise UserError(f"{key} must be {low} or more{what}, got {value}")
+
+
+def _between(key: str, value, low: float, high: float, high_open: bool = True) -> None:
+    if value is not None and not (low <= value < high if high_open else low <= value <= high):
+        raise UserError(f"{key} must lie in [{low:g}, {high:g}{')' if high_open else ']'}, got {value:g}")
+
+
+def _one_of(key: str, value, options) -> None:
+    if value not in options:
+        raise choose(key, value, options)
+
+
+def check_train(tc: TrainConfig) -> None:
+    """Ranges, enums and rules of the ``train`` section."""
+    for key in ("epochs", "batch_size", "accum_steps", "step_epochs"):
+        _at_least(f"train.{key}", getattr(tc, key), 1)
+    for key in ("steps", "check_every", "eval_batch_size"):
+        _at_least(f"train.{key}", getattr(tc, key), 1, " (or null)")
+    for key in ("lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "warmup_steps", "threads"):
+        _at_least(f"train.{key}", getattr(tc, key), 0)
+    if tc.clip_grad is not None and tc.clip_grad <= 0:
+        raise UserError(f"train.clip_grad must be above 0 (a gradient norm), or null (off); got {tc.clip_grad}")
+    if tc.step_gamma <= 0:
+        raise UserError(f"train.step_gamma must be above 0, got {tc.step_gamma}")
+    _between("train.label_smoothing", tc.label_smoothing, 0.0, 1.0)
+    _between("train.beta1", tc.beta1, 0.0, 1.0)
+    _between("train.beta2", tc.beta2, 0.0, 1.0)
+    _one_of("train.optimizer", tc.optimizer, OPTIMIZERS)
+    _one_of("train.schedule", tc.schedule, SCHEDULES)
+    _one_of("train.amp", tc.amp, AMP)
+    if tc.min_lr > tc.lr:
+        raise UserError(f"train.min_lr ({tc.min_lr:g}) must not exceed train.lr ({tc.lr:g})")
+    if tc.nesterov and tc.optimizer != "sgd":
+        raise UserError("train.nesterov applies to train.optimizer=sgd")
+    dev = tc.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise UserError(f"train.device {dev!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if tc.amp == "fp16" and dev == "cpu":
+        raise UserError("train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
+    for name in tc.loggers:
+        _one_of("logger in train.loggers", name, LOGGERS)
+
+
+def check_model_section(cfg: Config) -> None:
+    """The ``model`` section: the builder's options and their types (``check_model``),
+    freezing, and the option values, by building the model on the meta device at the
+    size the dataset will give it (what the builder refuses is refused now)."""
+    check_model(cfg)
+    m = cfg.model
+    _one_of("model.freeze", m.freeze, FREEZE)
+    _at_least("model.freeze_blocks", m.freeze_blocks, 0)
+    if m.freeze and m.freeze_blocks:
+        raise UserError("give model.freeze=backbone or model.freeze_blocks, not both")
+    import torch
+
+    from .data import DATASETS, canonical_name
+    from .models import create_model
+    from .models.registry import model_options
+
+    options = model_options(m.name)
+    spec = DATASETS[canonical_name(cfg.data.name)]
+    args = dict(m.args)
+    if "in_chans" in options and spec.in_chans:
+        args["in_chans"] = spec.in_chans
+    if "num_classes" in options and spec.num_classes:
+        args["num_classes"] = spec.num_classes
+    if "img_size" in options and not args.get("img_size") and (cfg.data.img_size or spec.img_size):
+        args["img_size"] = cfg.data.img_size or spec.img_size
+    try:
+        with torch.device("meta"):
+            model = create_model(m.name, **args)
+    except (ValueError, TypeError, AssertionError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        word = first.split(" ", 1)[0]
+        if word in options:  # the builder names its option: name it as the config does
+            raise UserError(f"model.{first} (model {m.name!r})") from None
+        raise UserError(f"model {m.name!r}: {first}") from None
+    if m.freeze_blocks:
+        blocks = getattr(model, "blocks", None)
+        if blocks is None:
+            raise UserError(f"model.freeze_blocks needs a model with transformer blocks (a ViT); {m.name!r} has "
+                            "none (model.freeze=backbone trains only its head)")
+        if m.freeze_blocks > len(blocks):
+            raise UserError(f"model.freeze_blocks={m.freeze_blocks} but the model has {len(blocks)} blocks")
+
+
+def check(cfg: Config) -> None:
+    """Every check of a config that needs no data and no device: the data options
+    (``vitlab.data.check_options``), the train section, then the model (whose size
+    follows from the data)."""
+    from .data import check_options
+
+    check_options(cfg.data)
+    check_train(cfg.train)
+    check_model_section(cfg)

@@ -62,6 +62,15 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def model_size(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(parameters, MACs of one forward pass at ``input_shape``) of ``model``.
+
+    Build the model on the meta device (``with torch.device("meta"): model = build()``) for
+    both from shapes alone, without memory or time; ``input_shape`` is as ``count_flops``'s.
+    """
+    return sum(p.numel() for p in model.parameters()), count_flops(model, input_shape)
+
+
 def format_macs(n: int | float) -> str:
     """17_563_545_600 -> '17.56 GMACs'."""
     for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):

@@ -20,7 +20,6 @@ import csv
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 
 from .errors import UserError
@@ -65,6 +64,7 @@ def _overrides(point: dict) -> list[str]:
 def _run(config: str, sets: list[str], out: Path, weights: str | None) -> dict:
     """Train (or continue, or just read) the run in ``out``; its summary."""
     from . import config as cfgmod
+    from .metrics import history_summary
     from .run import checkpoint
     from .train.engine import NonFiniteLoss, Trainer
 
@@ -90,18 +90,17 @@ def _run(config: str, sets: list[str], out: Path, weights: str | None) -> dict:
         print(f"{out}: {e}; counted as failed", flush=True)
         diverged.write_text(f"{e}\n")
     h = checkpoint.load(last)["history"] if last.is_file() else []
+    summary = history_summary(h)
     if diverged.is_file() or not h:
-        return {"best_acc": 0.0, "best_epoch": 0, "final_acc": 0.0, "epochs": len(h),
-                "seconds": sum(r["seconds"] for r in h), "diverged": True}
-    best = max(h, key=lambda r: r["val_acc"])
-    return {"best_acc": best["val_acc"], "best_epoch": best["epoch"], "final_acc": h[-1]["val_acc"],
-            "epochs": len(h), "seconds": sum(r["seconds"] for r in h), "diverged": False}
+        return {**summary, "best_acc": 0.0, "best_epoch": 0, "final_acc": 0.0, "diverged": True}
+    return {**summary, "diverged": False}
 
 
 def run_sweep(config: str, grid_items: list[str], sets: list[str], out: str | None = None,
               retrain: bool = True, weights: str | None = None) -> dict:
     """Run the sweep; returns {"runs": [...], "best": point, "final": summary or None}."""
     from . import config as cfgmod
+    from .run.folder import default_name
 
     grid = parse_grid(grid_items)
     base = cfgmod.load(config, sets)  # the config and the --set values, checked once
@@ -116,7 +115,7 @@ def run_sweep(config: str, grid_items: list[str], sets: list[str], out: str | No
     if weights and not Path(weights).exists():
         raise UserError(f"weights file not found: {weights}")
 
-    folder = Path(out) if out else Path("runs") / f"sweep-{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(out) if out else default_name(config, prefix="sweep-")
     plan = {"config": str(config), "set": list(sets), "grid": [[k, v] for k, v in grid], "holdout": holdout,
             "weights": weights}
     plan_file = folder / "sweep.json"

@@ -35,8 +35,8 @@ from .distance import mean_attention_distance
 from .filters import patch_filter_components
 from .gallery import (confident_mistakes, error_summary, plot_confusion_matrix, plot_gallery, plot_per_class,
                       predict_split)
-from .plots import (font_families, fonts, plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
-                    plot_rollout)
+from .figures import font_families, fonts
+from .plots import plot_attention_distance, plot_filter_components, plot_pos_embed_similarity, plot_rollout
 from .posembed import pos_embed_similarity
 from .rollout import attention_rollout
 

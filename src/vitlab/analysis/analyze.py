@@ -32,11 +32,11 @@ from ..errors import UserError
 from ._common import NotAnalysable
 from .gallery import (confident_mistakes, error_summary, gallery_indices, plot_confusion_matrix, plot_gallery,
                       plot_per_class, predict_split, prediction_rows)
-from .plots import (fonts, plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
+from .figures import fonts
+from .plots import (plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
                     plot_rollout)
 from .report import Items, Picture, Preformatted, Section, Table, Text, write_report
 
-RUN_KEYS = ("model", "model_name", "config", "dataset")  # what `vitlab train` writes into best.pt and last.pt
 CONFUSION_TABLE_MAX = 20  # classes up to which the report shows the confusion matrix as a table too
 
 
@@ -45,24 +45,19 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     """Write the analyses of checkpoint ``path`` to the folder ``out``; returns the
     lines of the report (written as ``out/report.md`` and ``out/report.html``)."""
     from ..run import checkpoint
-    from ..train.engine import model_from_checkpoint
+    from ..run.split import check_data_overrides
 
     if num_images < 1 or distance_images < 1 or gallery < 1:
         raise UserError("--num-images, --distance-images and --gallery must be 1 or more")
-    for o in overrides:
-        if not str(o).startswith("data."):
-            raise UserError(f"analyze takes data.* settings only, got {str(o).split('=')[0]!r}")
+    check_data_overrides(overrides, "analyze")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty folder; choose another")
     if not out.parent.is_dir():
         raise UserError(f"cannot write to {out}: the folder {out.parent} does not exist")
     ckpt = checkpoint.load(path)
-    missing = [k for k in RUN_KEYS if k not in ckpt]
-    if missing:
-        raise UserError(f"{path} is not the checkpoint of a vitlab run (it holds no {', '.join(missing)}); "
-                        "give the best.pt or last.pt of a run folder made by `vitlab train`")
-    model = model_from_checkpoint(ckpt).eval()
+    checkpoint.require_run(ckpt, path)
+    model = checkpoint.build_model(ckpt).eval()
     files = _image_files(images)
     split = None if files else _val_split(ckpt, overrides)
     batch = _load_files(ckpt, files) if files else _first_images(split, max(num_images, distance_images))
@@ -117,46 +112,26 @@ def _image_files(given: list[str]) -> list[str]:
 
 def _load_files(ckpt: dict, files: list[str]) -> torch.Tensor:
     """The model's inputs for image files, all read before anything is written."""
-    from ..data import DatasetInfo, build_eval_transform, load_image
-    from ..config import from_dict
+    from ..data import build_eval_transform, load_image
+    from ..run import checkpoint
 
-    cfg = from_dict(ckpt["config"])
-    info = DatasetInfo(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in ckpt["dataset"].items()})
-    transform = build_eval_transform(info, cfg.data.img_size)
+    transform = build_eval_transform(checkpoint.dataset_info(ckpt), ckpt["config"]["data"].get("img_size"))
     return torch.stack([transform(load_image(p)) for p in files])
 
 
 def _val_split(ckpt: dict, overrides: list[str]):
-    """The config, whole validation/test split and dataset info of the checkpoint's run,
-    as ``vitlab eval`` reads them (``data.*`` overrides applied)."""
-    from ..data import build_datasets
-    from ..config import apply_overrides, from_dict
+    from ..run.split import eval_split
 
-    cfg = from_dict(ckpt["config"])
-    cfg.data.val_subset = None  # the whole split, not the subset a quick training run validated on
-    apply_overrides(cfg, overrides)
-    cfg.data.train_subset = 1  # the training split is not needed
-    _, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
-    for what, have, want in (("channels", info.in_chans, ckpt["dataset"]["in_chans"]),
-                             ("classes", info.num_classes, ckpt["dataset"]["num_classes"])):
-        if have != want:
-            raise UserError(f"the dataset {info.name} has {have} {what} but the checkpoint's model was trained "
-                            f"on {want}; check the --set data.* settings")
-    if len(val_ds) == 0:
-        raise UserError(f"the validation split of {info.name} holds no images")
-    return cfg, val_ds, info
+    return eval_split(ckpt, overrides, "analyze")
 
 
 def _first_images(split, n: int) -> torch.Tensor:
     from torch.utils.data import Subset
 
-    from ..data.loader import make_batches
+    from ..run.split import split_batches
 
-    cfg, val_ds, info = split
-    first = Subset(val_ds, range(min(n, len(val_ds))))
-    batches = make_batches(first, n, train=False, data_cfg=cfg.data, info=info, device=torch.device("cpu"),
-                           seed=0, epoch=0, num_workers=0)
-    return torch.cat([x for x, _ in batches])[:n]
+    first = Subset(split.dataset, range(min(n, len(split.dataset))))
+    return torch.cat([x for x, _ in split_batches(split, n, torch.device("cpu"), first)])[:n]
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -187,14 +162,12 @@ def _vit_sections(model, batch: torch.Tensor, num_images: int, out: Path) -> lis
 def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) -> list[Section]:
     """Predictions over the whole split: the summary, the two galleries, per-class accuracy
     and the confusion matrices."""
-    from ..train.engine import resolve_device
-    from ..data.loader import make_batches
+    from ..run.runtime import resolve_device
+    from ..run.split import split_batches
 
-    cfg, val_ds, info = split
+    val_ds, info = split.dataset, split.info
     device = resolve_device("auto")
-    batches = make_batches(val_ds, 256, train=False, data_cfg=cfg.data, info=info, device=device, seed=0,
-                           epoch=0, num_workers=cfg.data.num_workers)
-    preds = predict_split(model.to(device), batches)
+    preds = predict_split(model.to(device), split_batches(split, 256, device))
     model.cpu()
     classes = list(info.classes)
     s = error_summary(preds, classes)

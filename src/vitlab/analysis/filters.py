@@ -26,7 +26,7 @@ def filter_pca(model, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """(components (k, C, p, p), explained variance ratio (k,)), on the CPU; see
     ``patch_filter_components``."""
     require_vit(model, "patch filter components")
-    from ..models.vit import PatchEmbed
+    from ..models.layers import PatchEmbed
 
     embed = getattr(model, "patch_embed", None)
     if not isinstance(embed, PatchEmbed):

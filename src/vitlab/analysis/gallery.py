@@ -2,13 +2,13 @@
 what it predicts for each image, galleries of images with their predictions,
 the most confident mistakes, per-class accuracy and the confusion matrix.
 
-Computing and drawing are apart: ``predict_split``, ``error_summary``,
-``confusion_matrix``, ``gallery_indices``, ``confident_mistakes`` and
-``prediction_rows`` return CPU tensors and lists; each ``plot_*`` draws one
-PNG and writes its numbers next to it as ``.csv`` (same name), as the
-pictures of ``plots`` do, and returns both paths. Pictures are drawn with
-``plots.fonts()``, so class names in any script render where a font for it is
-installed.
+Computing and drawing are apart: ``predict_split``, ``error_summary`` and
+``confusion_matrix`` (``vitlab.metrics``, shared with ``vitlab eval``),
+``gallery_indices``, ``confident_mistakes`` and ``prediction_rows`` return CPU
+tensors and lists; each ``plot_*`` draws one PNG and writes its numbers next
+to it as ``.csv`` (same name), as the pictures of ``plots`` do, and returns
+both paths. Pictures are drawn with ``figures.fonts()``, so class names in any
+script render where a font for it is installed.
 """
 
 from __future__ import annotations
@@ -22,54 +22,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._common import eval_mode, model_device
-from .plots import _figure, _png, _targets, _write, with_fonts
-
-
-# ------------------------------------------------------------------------------------------------ computing
-@torch.no_grad()
-def predict_split(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Run ``model`` over labelled ``batches`` of (images (B, C, H, W), labels (B,)), in
-    eval mode on the model's device. Returns CPU tensors with one entry per image, in the
-    order of the batches: ``target`` and ``pred`` (N,) int64, ``confidence`` (N,) the
-    softmax probability of ``pred``, ``loss`` (N,) cross-entropy, ``top5`` (N,) bool
-    (the label among the five most probable classes)."""
-    device = model_device(model)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("target", "pred", "confidence", "loss", "top5")}
-    with eval_mode(model):
-        for x, y in batches:
-            if device is not None:
-                x, y = x.to(device), y.to(device)
-            logits = model(x).float()  # (B, K)
-            conf, pred = logits.softmax(-1).max(-1)
-            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # (B, 5)
-            for k, v in (("target", y), ("pred", pred), ("confidence", conf),
-                         ("loss", F.cross_entropy(logits, y, reduction="none")),
-                         ("top5", (top == y[:, None]).any(-1))):
-                parts[k].append(v.cpu())
-    if not parts["target"]:
-        raise ValueError("predict_split got no batches: the split is empty")
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
-def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, K) int64 counts, rows the true class, columns the predicted one."""
-    k = num_classes
-    return torch.bincount(target.long() * k + pred.long(), minlength=k * k).view(k, k)
-
-
-def error_summary(preds: dict[str, torch.Tensor], classes: Sequence[str]) -> dict:
-    """The numbers of ``vitlab eval`` (``evaluate_checkpoint``: n, top1, top5, loss,
-    per_class, confusion, classes) from the output of ``predict_split``, plus
-    ``per_class_count`` (images of each class) and ``wrong`` (number of mistakes)."""
-    conf = confusion_matrix(preds["target"], preds["pred"], len(classes))
-    n = int(conf.sum())
-    counts = conf.sum(1)
-    per_class = (conf.diag().float() / counts.clamp(min=1)).tolist()
-    return {"n": n, "top1": conf.diag().sum().item() / n, "top5": preds["top5"].sum().item() / n,
-            "loss": preds["loss"].double().sum().item() / n, "per_class": dict(zip(classes, per_class)),
-            "confusion": conf, "classes": list(classes), "per_class_count": counts.tolist(),
-            "wrong": n - int(conf.diag().sum())}
+from ..metrics import confusion_matrix, error_summary, predict_split  # noqa: F401 (part of this module's API)
+from .figures import draw_confusion, new_figure, picture_paths, png_bytes, with_fonts, write_picture
 
 
 def gallery_indices(n: int, count: int) -> torch.Tensor:
@@ -116,7 +70,7 @@ def plot_gallery(images: torch.Tensor, rows: list[dict], path: str | Path, mean:
     and the true class; wrong predictions have a red title and a red frame. ``rows`` are
     those of ``prediction_rows``, one per image. Numbers: ``.csv`` with columns index,
     true, predicted, confidence, correct. Returns (png, csv)."""
-    png_path, data_path = _targets(path, ".csv")
+    png_path, data_path = picture_paths(path, ".csv")
     if len(rows) != images.shape[0] or not rows:
         raise ValueError(f"plot_gallery needs one row per image and at least one, got {len(rows)} rows "
                          f"for {images.shape[0]} images")
@@ -124,7 +78,7 @@ def plot_gallery(images: torch.Tensor, rows: list[dict], path: str | Path, mean:
     b = len(rows)
     cols = max(1, min(columns, b))
     nrows = math.ceil(b / cols)
-    fig = _figure(figsize=(1.9 * cols, 2.15 * nrows + 0.5))
+    fig = new_figure(figsize=(1.9 * cols, 2.15 * nrows + 0.5))
     axes = fig.subplots(nrows, cols, squeeze=False)
     for ax in axes.flat[b:]:
         ax.set_axis_off()
@@ -150,7 +104,7 @@ def plot_gallery(images: torch.Tensor, rows: list[dict], path: str | Path, mean:
     out.writeheader()
     for row in rows:
         out.writerow({**row, "confidence": f"{row['confidence']:.6f}", "correct": int(row["correct"])})
-    return _write(png_path, _png(fig), data_path, buf.getvalue().encode())
+    return write_picture(png_path, png_bytes(fig), data_path, buf.getvalue().encode())
 
 
 @with_fonts
@@ -159,11 +113,11 @@ def plot_per_class(summary: dict, path: str | Path, title: str = "") -> tuple[Pa
     dataset's order, with the overall top-1 accuracy as a dashed line (class names up to
     100 classes). Numbers: ``.csv`` with columns class, images, correct, accuracy.
     Returns (png, csv)."""
-    png_path, data_path = _targets(path, ".csv")
+    png_path, data_path = picture_paths(path, ".csv")
     classes, counts = summary["classes"], summary["per_class_count"]
     acc = [100 * a for a in summary["per_class"].values()]
     k = len(classes)
-    fig = _figure(figsize=(7.0, min(1.4 + 0.24 * k, 30.0)))
+    fig = new_figure(figsize=(7.0, min(1.4 + 0.24 * k, 30.0)))
     ax = fig.subplots()
     ax.barh(range(k), acc, color="tab:blue", height=0.7)
     ax.axvline(100 * summary["top1"], color="0.3", linestyle="--", linewidth=1)
@@ -186,19 +140,17 @@ def plot_per_class(summary: dict, path: str | Path, title: str = "") -> tuple[Pa
     conf = summary["confusion"]
     for i, c in enumerate(classes):
         out.writerow([c, counts[i], int(conf[i, i]), f"{acc[i] / 100:.6f}"])
-    return _write(png_path, _png(fig), data_path, buf.getvalue().encode())
+    return write_picture(png_path, png_bytes(fig), data_path, buf.getvalue().encode())
 
 
 @with_fonts
 def plot_confusion_matrix(conf: torch.Tensor, classes: Sequence[str], path: str | Path, normalised: bool = False,
                           title: str = "") -> tuple[Path, Path]:
-    """The confusion matrix as ``vitlab eval`` draws it (``vitlab.evaluate.plot_confusion``),
+    """The confusion matrix as ``vitlab eval`` draws it (``figures.draw_confusion``),
     cells labelled with counts or, ``normalised``, with the fraction of their row (true
     class). Numbers: ``.csv``, one row per true class, one column per predicted class,
     counts or row fractions. Returns (png, csv)."""
-    from ..evaluate import plot_confusion
-
-    png_path, data_path = _targets(path, ".csv")
+    png_path, data_path = picture_paths(path, ".csv")
     conf = conf.long()
     norm = conf.double() / conf.sum(1, keepdim=True).clamp(min=1)
     buf = io.StringIO()
@@ -207,8 +159,8 @@ def plot_confusion_matrix(conf: torch.Tensor, classes: Sequence[str], path: str 
     for i, c in enumerate(classes):
         out.writerow([c, *([f"{v:.6f}" for v in norm[i].tolist()] if normalised else conf[i].tolist())])
     png = io.BytesIO()
-    plot_confusion(conf, list(classes), png, title=title, normalised=normalised)
-    return _write(png_path, png.getvalue(), data_path, buf.getvalue().encode())
+    draw_confusion(conf, list(classes), png, title=title, normalised=normalised)
+    return write_picture(png_path, png.getvalue(), data_path, buf.getvalue().encode())
 
 
 def _short(name: str, width: int = 20) -> str:

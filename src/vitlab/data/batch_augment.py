@@ -1,7 +1,9 @@
 """The training transforms of ``transforms.py`` for whole batches of images
 on any device: random crop with padding, horizontal flip, AutoAugment
 (CIFAR-10, ImageNet and SVHN policies), RandAugment, normalisation and
-random erasing, in that order, each image with its own random draw.
+random erasing, in that order, each image with its own random draw. This
+module plans which operation each image gets, at which magnitude; the
+pixel operations themselves are in ``augment_ops.py``.
 
 They follow torchvision.transforms.v2 (the per-image path), with the same
 distributions: AutoAugment (Cubuk et al., CVPR 2019) draws one of the
@@ -9,25 +11,19 @@ policy's 25 sub-policies per image, then applies each of its two operations
 with the operation's probability, at its magnitude bin (of 10), with a random
 sign for the signed operations; RandAugment (Cubuk et al., 2020) applies
 ``num_ops`` operations, each drawn uniformly from 14 (Identity included), at
-one fixed magnitude bin of 31, signed at random. Geometric operations use
-nearest-neighbour sampling and zero fill, as torchvision's.
-
-Images are uint8 (B, C, H, W) with C = 1 or 3, or float in [0, 1]; a uint8
-batch is worked on as float32 holding whole grey levels, every operation
-ending with the truncation that torchvision's uint8 kernels do, so that each
-operation gives torchvision's result on each image (to float rounding:
-``tests/test_batch_augment.py`` says which are exact and which within one
-grey level). A float batch follows torchvision's float kernels.
+one fixed magnitude bin of 31, signed at random.
 
 Randomness: each transform's ``draw(n, generator)`` takes the random numbers
 of ``n`` images at once from a CPU ``torch.Generator`` (the same numbers
 whatever the device), and ``apply(x, params)`` uses row i of each for image
 i, so the caller can draw a whole epoch up front and index the rows by
-sample: ``train/loader.py`` does that, which keeps the augmentation of a
+sample: ``data/loader.py`` does that, which keeps the augmentation of a
 sample a function of (seed, epoch, sample index) alone. Images are grouped
-by operation in each step (one batched call per operation, the five affine
-operations in one ``grid_sample``), and the grouping is worked out on the
-CPU, so a CUDA batch never waits on the host.
+by operation in each step (``augment_ops.apply_ops``).
+
+``cfg`` is the data section of the config (any object with its attributes:
+``crop_padding``, ``hflip``, ``auto_augment``, ``rand_augment``,
+``rand_augment_magnitude``, ``random_erasing``, ``img_size``).
 """
 
 from __future__ import annotations
@@ -37,44 +33,21 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as nnf
 
-from .transforms import _MAX_MAGNITUDE, AUTO_AUGMENT_POLICIES, ERASING_RATIO, ERASING_SCALE, ERASING_VALUE
+from .augment_ops import OP_INDEX, OP_NAMES, OPS, apply_ops, from_work, to_work
+from .transforms import AUTO_AUGMENT_POLICIES, ERASING_RATIO, ERASING_SCALE, ERASING_VALUE, MAX_MAGNITUDE
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
-    from .datasets import DatasetInfo
+    from .catalog import DatasetInfo
 
-__all__ = ["OPS", "AUTO_AUGMENT_SUB_POLICIES", "apply_op", "BatchAutoAugment", "BatchRandAugment",
+__all__ = ["AUTO_AUGMENT_SUB_POLICIES", "magnitude_bins", "BatchAutoAugment", "BatchRandAugment",
            "BatchRandomErasing", "BatchTransforms", "unbatched_transforms"]
 
-# --------------------------------------------------------------------------- the operations
+# --------------------------------------------------------------------------- magnitudes
 
-# Every operation's magnitudes: (largest magnitude, signed); the bins run linearly from 0 to the largest
-# (translations: a fraction 150/331 of the image side). Posterize's bins go from 8 bits down to 4,
-# Solarize's threshold from 1 (nothing inverted) down to 0 (everything); the last three take no magnitude.
-OPS = {
-    "Identity": (None, False),
-    "ShearX": (0.3, True),
-    "ShearY": (0.3, True),
-    "TranslateX": (150.0 / 331.0, True),  # x image width
-    "TranslateY": (150.0 / 331.0, True),  # x image height
-    "Rotate": (30.0, True),  # degrees
-    "Brightness": (0.9, True),  # factor 1 + magnitude
-    "Color": (0.9, True),  # saturation
-    "Contrast": (0.9, True),
-    "Sharpness": (0.9, True),
-    "Posterize": (None, False),
-    "Solarize": (None, False),
-    "AutoContrast": (None, False),
-    "Equalize": (None, False),
-    "Invert": (None, False),
-}
-_NAMES = tuple(OPS)
-_INDEX = {name: i for i, name in enumerate(_NAMES)}
-_GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-_RAND_AUGMENT_OPS = _NAMES[:14]  # all but Invert, in torchvision's order
+_RAND_AUGMENT_OPS = OP_NAMES[:14]  # all but Invert, in torchvision's order
 
 
-def _bins(name: str, num_bins: int, height: int, width: int) -> torch.Tensor:
+def magnitude_bins(name: str, num_bins: int, height: int, width: int) -> torch.Tensor:
     """The magnitude of each bin of ``name`` (float64, zeros for the operations without one), from the
     float32 values torchvision computes, so that thresholds and shifts land on the same grey levels and
     pixels."""
@@ -92,217 +65,8 @@ def _bins(name: str, num_bins: int, height: int, width: int) -> torch.Tensor:
 
 def _magnitudes(names, num_bins: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(table (len(names), num_bins) float64, signed (len(names),) bool) for the operations ``names``."""
-    table = torch.stack([_bins(n, num_bins, height, width) for n in names])
+    table = torch.stack([magnitude_bins(n, num_bins, height, width) for n in names])
     return table, torch.tensor([OPS[n][1] for n in names])
-
-
-def _inverse_affine(angle, translate_x, translate_y, shear_x, shear_y, centre_x, centre_y) -> torch.Tensor:
-    """(B, 2, 3) float64: for each image the matrix that takes an output pixel, in coordinates with the
-    origin at the image centre, to the input pixel it samples, for the map T C R S C^-1 (T: the
-    translation, C: a shift of the origin to ``centre``, R: the rotation by ``angle`` degrees, S: the
-    shears, in degrees). Arguments are (B,) float64 tensors. R and S have determinant 1, so R S = [a b; c d]
-    inverts as [d -b; -c a]."""
-    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear_x), torch.deg2rad(shear_y)
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -(a * torch.tan(sx) + torch.sin(rot))
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = torch.cos(rot) - c * torch.tan(sx)
-    cx, cy = centre_x + translate_x, centre_y + translate_y
-    row0 = torch.stack([d, -b, centre_x - d * cx - (-b) * cy], -1)
-    row1 = torch.stack([-c, a, centre_y - (-c) * cx - a * cy], -1)
-    return torch.stack([row0, row1], 1)
-
-
-def _geometric_matrices(op: torch.Tensor, mag: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 2, 3) float32 sampling matrices of the geometric operations ``op`` (indices into ``_NAMES``)
-    with signed magnitudes ``mag`` (float64), all on the CPU. Shears are about the top-left corner (the
-    origin of the official AutoAugment), translations move whole pixels (the magnitude truncated), and a
-    rotation by m degrees turns the image counter-clockwise."""
-    zero = torch.zeros_like(mag)
-    is_ = {n: op == _INDEX[n] for n in _GEOMETRIC}
-    shear = torch.rad2deg(torch.atan(mag))  # official AutoAugment shears by the magnitude itself: angle atan(m)
-    shift = torch.trunc(mag)
-    corner_x, corner_y = zero - width * 0.5, zero - height * 0.5  # shears: centre at the top-left corner
-    shearing = is_["ShearX"] | is_["ShearY"]
-    theta = _inverse_affine(
-        angle=torch.where(is_["Rotate"], -torch.remainder(mag, 360.0), zero),
-        translate_x=torch.where(is_["TranslateX"], shift, zero),
-        translate_y=torch.where(is_["TranslateY"], shift, zero),
-        shear_x=torch.where(is_["ShearX"], shear, zero),
-        shear_y=torch.where(is_["ShearY"], shear, zero),
-        centre_x=torch.where(shearing, corner_x, zero),
-        centre_y=torch.where(shearing, corner_y, zero))
-    return theta.float()
-
-
-def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Each image of ``x`` (B, C, H, W) float resampled (nearest neighbour, zero outside) through its own
-    matrix of ``theta`` (B, 2, 3) float32 (pixel units, origin at the image centre)."""
-    b, _, h, w = x.shape
-    dev = x.device
-    xs = torch.arange(w, dtype=torch.float32, device=dev) - (w - 1) * 0.5  # pixel centres
-    ys = torch.arange(h, dtype=torch.float32, device=dev) - (h - 1) * 0.5
-    pixels = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
-    # grid_sample wants [-1, 1] across the image: divide the matrix by the half sides first
-    scaled = theta.to(dev).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=dev)  # (B, 3, 2)
-    grid = pixels.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
-    return nnf.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-
-
-def _per_image(v: torch.Tensor, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    return v.to(dtype).to(x.device).view(-1, 1, 1, 1)
-
-
-def _finish(x: torch.Tensor, bound: float, integer: bool) -> torch.Tensor:
-    """Clamp to the valid range; uint8 work truncates to whole grey levels (as a cast to uint8 does)."""
-    x = x.clamp_(0, bound)
-    return x.floor_() if integer else x
-
-
-def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a * b + c, float32, rounded once: the rounding of torch's vectorised ``add(c, a, alpha=b)``, which
-    torchvision's blends use (the float64 product of two float32 numbers is exact)."""
-    return (a.double() * b.double() + c.double()).float()
-
-
-def _blend(img: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor, bound: float, integer: bool):
-    """ratio * img + (1 - ratio) * other, per image ratio (B,) float64."""
-    r, s = _per_image(ratio, img), _per_image(1.0 - ratio, img)
-    return _finish(_fma(other, s, img * r), bound, integer)
-
-
-def _grey(x: torch.Tensor, integer: bool) -> torch.Tensor:
-    """(B, 1, H, W) luma of RGB (ITU-R 601-2), floored for uint8 work."""
-    r, g, b = x.unbind(1)
-    grey = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
-    return grey.floor_() if integer else grey
-
-
-def _brightness(x, m, bound, integer):
-    return _finish(x * _per_image(1.0 + m, x), bound, integer)
-
-
-def _color(x, m, bound, integer):
-    if x.shape[1] == 1:  # saturation of a grey image: unchanged (as PIL)
-        return x
-    return _blend(x, _grey(x, integer), 1.0 + m, bound, integer)
-
-
-def _contrast(x, m, bound, integer):
-    grey = _grey(x, integer) if x.shape[1] == 3 else x
-    return _blend(x, grey.mean(dim=(-3, -2, -1), keepdim=True), 1.0 + m, bound, integer)
-
-
-def _sharpness(x, m, bound, integer):
-    """Blend with a smoothed image (3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13); border pixels unchanged."""
-    b, c, h, w = x.shape
-    if h <= 2 or w <= 2:
-        return x
-    kernel = torch.full((3, 3), 1.0 / 13.0, device=x.device)
-    kernel[1, 1] = 5.0 / 13.0
-    smooth = nnf.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)  # (B, C, H-2, W-2)
-    if integer:
-        smooth = smooth.round_()
-    out = x.clone()
-    inner = x[..., 1:-1, 1:-1]
-    out[..., 1:-1, 1:-1] = _fma(smooth - inner, _per_image(1.0 - (1.0 + m), x), inner)
-    return _finish(out, bound, integer)
-
-
-def _posterize(x, m, bound, integer):
-    bits = _per_image(m, x)
-    if integer:  # keep the top `bits` bits
-        step = torch.exp2(8.0 - bits)
-        return torch.floor(x / step) * step
-    levels = torch.exp2(bits)
-    return torch.minimum(torch.floor(x * levels), levels - 1).clamp_(min=0) * (1.0 / levels)
-
-
-def _solarize(x, m, bound, integer):
-    threshold = _per_image(bound * m, x)  # compared in float32, as torchvision's uint8 >= float
-    return torch.where(x >= threshold, bound - x, x)
-
-
-def _autocontrast(x, m, bound, integer):
-    lo = x.amin(dim=(-2, -1), keepdim=True)
-    hi = x.amax(dim=(-2, -1), keepdim=True)
-    flat = hi == lo  # a constant channel stays as it is
-    scale = (hi - lo).mul_(1.0 / bound).masked_fill_(flat, 1.0)
-    lo = lo.masked_fill(flat, 0.0)
-    out = ((x - lo) / scale).clamp_(0, bound)
-    return out.floor_() if integer else out
-
-
-def _equalize(x, m, bound, integer):
-    """Histogram equalisation of each channel of each image, with PIL's look-up table: the cumulative
-    count below each grey level, in steps of (pixels not at the channel's top level) / 255; a channel
-    with no such step stays as it is. Float images are first cut to 256 levels, as torchvision does."""
-    b, c, h, w = x.shape
-    levels = x if integer else (x * (256.0 - 1e-3)).floor_()
-    flat = levels.reshape(b * c, h * w).long()  # (R, HW), R = B*C rows
-    rows = torch.arange(b * c, device=x.device)[:, None]
-    hist = torch.bincount((flat + rows * 256).flatten(), minlength=b * c * 256).view(b * c, 256)
-    at_top = hist.gather(1, flat.amax(1, keepdim=True))
-    step = (h * w - at_top) // 255  # (R, 1)
-    below = hist.cumsum(1) - hist  # pixels strictly below each level
-    lut = ((below + step // 2) // step.clamp(min=1)).clamp_(max=255)
-    out = torch.where(step > 0, lut.gather(1, flat), flat).view(b, c, h, w).float()
-    return out if integer else out * (1.0 / 255)
-
-
-def _invert(x, m, bound, integer):
-    return bound - x
-
-
-_POINTWISE = {"Brightness": _brightness, "Color": _color, "Contrast": _contrast, "Sharpness": _sharpness,
-              "Posterize": _posterize, "Solarize": _solarize, "AutoContrast": _autocontrast,
-              "Equalize": _equalize, "Invert": _invert}
-
-
-def _apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, integer: bool) -> torch.Tensor:
-    """Image i of ``x`` (B, C, H, W) float work gets operation ``op[i]`` (an index into ``_NAMES``; -1 or
-    Identity: none) with signed magnitude ``mag[i]``; ``op`` and ``mag`` (float64) on the CPU. One batched
-    call per operation present (the geometric ones together)."""
-    bound = 255.0 if integer else 1.0
-    _, _, h, w = x.shape
-    geometric = torch.isin(op, torch.tensor([_INDEX[n] for n in _GEOMETRIC]))
-    groups = [(geometric, None)] + [(op == _INDEX[n], n) for n in _POINTWISE]
-    for chosen, name in groups:
-        idx = chosen.nonzero().squeeze(1)
-        if len(idx) == 0:
-            continue
-        dev_idx = idx.to(x.device, non_blocking=True)
-        part = x.index_select(0, dev_idx)
-        if name is None:
-            part = _affine(part, _geometric_matrices(op[idx], mag[idx], h, w))
-        else:
-            part = _POINTWISE[name](part, mag[idx], bound, integer)
-        x.index_put_((dev_idx,), part)
-    return x
-
-
-def _to_work(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"expected images (B, 1 or 3, H, W), got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise TypeError(f"expected uint8 or float images, got {x.dtype}")
-    return x.to(torch.float32, copy=True), x.dtype == torch.uint8
-
-
-def _from_work(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x.to(like.dtype)
-
-
-def apply_op(x: torch.Tensor, name: str, magnitude) -> torch.Tensor:
-    """One AutoAugment/RandAugment operation ``name`` (a key of ``OPS``) on every image of ``x`` (B, C, H,
-    W) uint8 or float in [0, 1], with the signed ``magnitude`` (a number, or one per image) as torchvision
-    takes it: shear factor, pixels, degrees, factor - 1, bits, or threshold fraction."""
-    if name not in OPS:
-        raise ValueError(f"unknown operation {name!r}; valid: {', '.join(OPS)}")
-    work, integer = _to_work(x)
-    mag = torch.as_tensor(magnitude, dtype=torch.float64).cpu().expand(len(x)).clone()
-    op = torch.full((len(x),), _INDEX[name])
-    return _from_work(_apply_ops(work, op, mag, integer), x)
 
 
 # --------------------------------------------------------------------------- AutoAugment and RandAugment
@@ -361,8 +125,8 @@ class _Batched:
         raise NotImplementedError
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        work, integer = _to_work(x)
-        return _from_work(self._apply(work, params, integer), x)
+        work, integer = to_work(x)
+        return from_work(self._apply(work, params, integer), x)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(x, self.draw(len(x), generator))
@@ -380,7 +144,7 @@ class _OpSequence(_Batched):
 
     def _apply(self, x, params, integer):
         for op, mag in self.plan(params, x.shape[-2], x.shape[-1]):
-            x = _apply_ops(x, op, mag, integer)
+            x = apply_ops(x, op, mag, integer)
         return x
 
 
@@ -393,7 +157,7 @@ class BatchAutoAugment(_OpSequence):
             raise ValueError(f"unknown AutoAugment policy {policy!r}; valid: {', '.join(AUTO_AUGMENT_SUB_POLICIES)}")
         self.policy = policy
         subs = AUTO_AUGMENT_SUB_POLICIES[policy]
-        self.ops = torch.tensor([[_INDEX[s[0]] for s in sub] for sub in subs])  # (P, 2)
+        self.ops = torch.tensor([[OP_INDEX[s[0]] for s in sub] for sub in subs])  # (P, 2)
         self.prob = torch.tensor([[s[1] for s in sub] for sub in subs], dtype=torch.float32)  # (P, 2)
         self.bin = torch.tensor([[s[2] or 0 for s in sub] for sub in subs])  # (P, 2)
 
@@ -404,7 +168,7 @@ class BatchAutoAugment(_OpSequence):
 
     def plan(self, params: dict, height: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per step, (operation index into ``OPS`` or -1 for none (B,), signed magnitude (B,) float64)."""
-        table, signed = _magnitudes(_NAMES, 10, height, width)
+        table, signed = _magnitudes(OP_NAMES, 10, height, width)
         pol = params["aa_policy"]
         steps = []
         for k in range(2):
@@ -422,18 +186,18 @@ class BatchRandAugment(_OpSequence):
     """RandAugment: ``num_ops`` operations per image, each drawn uniformly from 14 (Identity included),
     at bin ``magnitude`` of ``num_bins``, as ``torchvision.transforms.v2.RandAugment``."""
 
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_bins: int = _MAX_MAGNITUDE + 1):
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_bins: int = MAX_MAGNITUDE + 1):
         if num_ops < 0 or not 0 <= magnitude < num_bins:
             raise ValueError(f"RandAugment needs num_ops >= 0 and 0 <= magnitude < {num_bins}")
         self.num_ops, self.magnitude, self.num_bins = num_ops, magnitude, num_bins
-        self.ops = torch.tensor([_INDEX[n] for n in _RAND_AUGMENT_OPS])
+        self.ops = torch.tensor([OP_INDEX[n] for n in _RAND_AUGMENT_OPS])
 
     def draw(self, n, generator):
         return {"ra_op": torch.randint(len(self.ops), (n, self.num_ops), generator=generator),
                 "ra_sign": torch.rand(n, self.num_ops, generator=generator)}
 
     def plan(self, params: dict, height: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        table, signed = _magnitudes(_NAMES, self.num_bins, height, width)
+        table, signed = _magnitudes(OP_NAMES, self.num_bins, height, width)
         steps = []
         for k in range(self.num_ops):
             op = self.ops[params["ra_op"][:, k]]
@@ -496,7 +260,7 @@ class BatchRandomErasing(_Batched):
 
 # --------------------------------------------------------------------------- the whole pipeline
 
-def unbatched_transforms(cfg: DataConfig, info: DatasetInfo) -> list[str]:
+def unbatched_transforms(cfg, info: DatasetInfo) -> list[str]:
     """The configured training transforms that have no batched form (empty: ``BatchTransforms`` does
     them all)."""
     missing = []
@@ -513,7 +277,7 @@ class BatchTransforms:
     first (both always drawn, so the stream is the same whatever the options), then those of the
     augmentations that are on."""
 
-    def __init__(self, cfg: DataConfig, info: DatasetInfo, train: bool, device="cpu"):
+    def __init__(self, cfg, info: DatasetInfo, train: bool, device="cpu"):
         dev = torch.device(device)
         self.pad = cfg.crop_padding if train else 0
         self.flip = bool(cfg.hflip and train)

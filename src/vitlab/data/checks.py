@@ -38,6 +38,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
+from ..files import atomic_write
+from .catalog import cache_dir  # the one definition of vitlab's cache place
 from .images import check_image
 
 __all__ = ["find_bad_images", "check_cache_path"]
@@ -52,8 +54,6 @@ _MAX_WORKERS = 8
 
 def check_cache_path(folder: str | os.PathLike) -> Path:
     """Where the checks of the files under ``folder`` are remembered."""
-    from .datasets import cache_dir  # the one definition of vitlab's cache place
-
     key = hashlib.sha256(os.fsencode(os.path.abspath(folder))).hexdigest()[:20]
     return cache_dir().parent / "image-checks" / f"{key}.json"
 
@@ -95,7 +95,6 @@ def _load(cache: Path, folder: str) -> dict[str, list]:
 
 
 def _save(cache: Path, folder: str, files: dict[str, list]) -> None:
-    from ..files import atomic_write
     try:
         text = json.dumps({"version": _CACHE_VERSION, "folder": folder, "files": files},
                           separators=(",", ":"))  # ASCII with \u escapes: any file name

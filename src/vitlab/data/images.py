@@ -40,6 +40,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import UserError
+from ..files import file_error
 
 try:  # torchvision's decoders: fast, deprecated since 0.29 in favour of TorchCodec; PIL when gone
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
@@ -174,20 +175,33 @@ def check_image(path: str | os.PathLike, channels: int = 3) -> str | None:
 
 def scan_images(folder: str | os.PathLike) -> tuple[list[str], int]:
     """All image files under ``folder`` (recursively, sorted) and the number of
-    other files skipped. Hidden files and folders are ignored."""
+    other files skipped. Hidden files and folders are ignored. Symbolic links to
+    folders are followed; a link that loops (to itself, or back to a folder above
+    it) and an unreadable folder are a ``UserError`` that names them."""
     paths: list[str] = []
     skipped = 0
     stack = [os.fspath(folder)]
+    seen = {os.path.realpath(stack[0])}
     while stack:
-        with os.scandir(stack.pop()) as entries:
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                if e.is_dir():
-                    stack.append(e.path)
-                elif e.name.lower().endswith(IMG_EXTENSIONS):
-                    paths.append(e.path)
-                else:
-                    skipped += 1
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    if e.is_dir():
+                        real = os.path.realpath(e.path)
+                        if e.is_symlink() and (real in seen or any(real == s or s.startswith(real + os.sep)
+                                                                   for s in seen)):
+                            raise UserError(f"{e.path} is a symbolic link back to {real}, a folder it is in: "
+                                            "a loop; remove the link")
+                        seen.add(real)
+                        stack.append(e.path)
+                    elif e.name.lower().endswith(IMG_EXTENSIONS):
+                        paths.append(e.path)
+                    else:
+                        skipped += 1
+        except OSError as e:
+            raise file_error("list the images in", getattr(e, "filename", None) or current, e) from None
     paths.sort()
     return paths, skipped

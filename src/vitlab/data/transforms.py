@@ -18,6 +18,11 @@ same training transforms for whole batches of in-memory images, in this order.
 Datasets whose images all have the native size skip the resize unless
 ``data.img_size`` asks for another size; datasets of mixed sizes
 (``imagefolder``) always resize the shorter side and centre-crop to a square.
+
+``cfg`` everywhere here is the data section of the config (any object with
+its attributes: ``img_size``, ``crop_padding``, ``hflip``, ``auto_augment``,
+``rand_augment``, ``rand_augment_magnitude``, ``random_erasing``, ``mixup``,
+``cutmix``).
 """
 
 from __future__ import annotations
@@ -34,18 +39,18 @@ from ..errors import UserError
 from .images import convert_image
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
-    from .datasets import DatasetInfo
+    from .catalog import DatasetInfo
 
-__all__ = ["AUTO_AUGMENT_POLICIES", "check_transform_options", "build_train_transform",
-           "build_eval_transform", "describe_transforms", "batch_mixer", "BatchMixer"]
+__all__ = ["AUTO_AUGMENT_POLICIES", "MAX_MAGNITUDE", "ERASING_SCALE", "ERASING_RATIO", "ERASING_VALUE",
+           "check_transform_options", "build_train_transform", "dataset_eval_transform", "build_eval_transform",
+           "describe_transforms", "batch_mixer", "BatchMixer"]
 
 AUTO_AUGMENT_POLICIES = {
     "cifar10": v2.AutoAugmentPolicy.CIFAR10,
     "imagenet": v2.AutoAugmentPolicy.IMAGENET,
     "svhn": v2.AutoAugmentPolicy.SVHN,
 }
-_MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins: 0..30
+MAX_MAGNITUDE = 30  # RandAugment's 31 magnitude bins: 0..30
 # Random erasing (Zhong et al. 2017; torchvision's defaults): the erased fraction of the area, the box's
 # aspect ratio (height / width, drawn log-uniformly) and the value written, after normalisation. Shared
 # with the batched version in batch_augment.py.
@@ -54,7 +59,7 @@ ERASING_RATIO = (0.3, 3.3)
 ERASING_VALUE = 0.0
 
 
-def check_transform_options(cfg: DataConfig) -> None:
+def check_transform_options(cfg) -> None:
     """Raise UserError for an augmentation option out of range."""
     if cfg.img_size is not None and cfg.img_size <= 0:
         raise UserError(f"data.img_size must be a positive number of pixels or null, got {cfg.img_size}")
@@ -65,8 +70,8 @@ def check_transform_options(cfg: DataConfig) -> None:
                         f"{', '.join(AUTO_AUGMENT_POLICIES)} (or null for none)")
     if cfg.rand_augment < 0:
         raise UserError(f"data.rand_augment is a number of ops, 0 (off) or more, got {cfg.rand_augment}")
-    if not 0 <= cfg.rand_augment_magnitude <= _MAX_MAGNITUDE:
-        raise UserError(f"data.rand_augment_magnitude must be in 0..{_MAX_MAGNITUDE}, "
+    if not 0 <= cfg.rand_augment_magnitude <= MAX_MAGNITUDE:
+        raise UserError(f"data.rand_augment_magnitude must be in 0..{MAX_MAGNITUDE}, "
                         f"got {cfg.rand_augment_magnitude}")
     if not 0.0 <= cfg.random_erasing <= 1.0:
         raise UserError(f"data.random_erasing is a probability in [0, 1], got {cfg.random_erasing}")
@@ -85,7 +90,7 @@ def _to_normalised_float(info: DatasetInfo) -> list:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(info.mean), list(info.std))]
 
 
-def build_train_transform(cfg: DataConfig, info: DatasetInfo, fixed_size: bool = True) -> v2.Compose:
+def build_train_transform(cfg, info: DatasetInfo, fixed_size: bool = True) -> v2.Compose:
     """uint8 image (C, H, W) -> augmented, normalised float32 (C, s, s),
     s = data.img_size or the native size. ``fixed_size``: every image already
     has the native square size (no resize needed unless asked)."""
@@ -100,7 +105,7 @@ def build_train_transform(cfg: DataConfig, info: DatasetInfo, fixed_size: bool =
         ops.append(v2.AutoAugment(AUTO_AUGMENT_POLICIES[cfg.auto_augment.lower()]))
     if cfg.rand_augment:
         ops.append(v2.RandAugment(num_ops=cfg.rand_augment, magnitude=cfg.rand_augment_magnitude,
-                                  num_magnitude_bins=_MAX_MAGNITUDE + 1))
+                                  num_magnitude_bins=MAX_MAGNITUDE + 1))
     ops += _to_normalised_float(info)
     if cfg.random_erasing:
         ops.append(v2.RandomErasing(p=cfg.random_erasing, scale=ERASING_SCALE, ratio=ERASING_RATIO,
@@ -108,7 +113,7 @@ def build_train_transform(cfg: DataConfig, info: DatasetInfo, fixed_size: bool =
     return v2.Compose(ops)
 
 
-def dataset_eval_transform(cfg: DataConfig, info: DatasetInfo, fixed_size: bool = True) -> v2.Compose:
+def dataset_eval_transform(cfg, info: DatasetInfo, fixed_size: bool = True) -> v2.Compose:
     """The eval transform of a dataset's own uint8 images: resize, normalise."""
     check_transform_options(cfg)
     return v2.Compose(_resize(cfg.img_size or info.img_size, info.img_size, fixed_size)
@@ -154,7 +159,7 @@ def build_eval_transform(info: DatasetInfo, img_size: int | None = None) -> Call
                        *_to_normalised_float(info)])
 
 
-def describe_transforms(cfg: DataConfig) -> str:
+def describe_transforms(cfg) -> str:
     """One line for the log, e.g. ``train: random crop (pad 4), hflip,
     normalise | batch: mixup 0.8 | eval: normalise``."""
     check_transform_options(cfg)
@@ -193,7 +198,7 @@ class BatchMixer:
         return f"BatchMixer({self.transform!r})"
 
 
-def batch_mixer(cfg: DataConfig, num_classes: int) -> BatchMixer | None:
+def batch_mixer(cfg, num_classes: int) -> BatchMixer | None:
     """Mixup (data.mixup alpha) and/or CutMix (data.cutmix alpha) on whole
     batches; None when both alphas are 0."""
     check_transform_options(cfg)

@@ -1,7 +1,13 @@
 """Model definitions and the registry.
 
+The files: ``registry`` (names, families, ``create_model``), ``vit`` (the
+Vision Transformer and its size table), ``layers`` (its building blocks and
+init helpers), ``pos_embed`` (position embeddings and their resampling),
+``hybrid`` (a ResNet-v2 stem, then a ViT), ``resnet`` (torchvision's ResNets),
+``vt`` (VT-ResNets), ``head`` (the shared classification head).
+
 The model protocol: every registered model, whatever its family ('vit',
-'hybrid', 'resnet'), is built by ``create_model(name, **kwargs)`` from a
+'hybrid', 'resnet', 'vt'), is built by ``create_model(name, **kwargs)`` from a
 builder with an explicit signature, and ``create_model`` records
 ``model.model_name`` and ``model.model_args`` (every argument, resolved), from
 which each checkpoint rebuilds it. The trainer, ``vitlab compare``,

@@ -59,7 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vit import VisionTransformer, _pair
+from .layers import pair
+from .vit import VisionTransformer
 
 STEMS = ("imagenet", "cifar")
 GN_GROUPS = 32  # BiT's GroupNorm; fewer where the channels are not a multiple (see GroupNormAct)
@@ -292,7 +293,7 @@ class HybridEmbed(nn.Module):
     def __init__(self, img_size: int | tuple[int, int], in_chans: int, embed_dim: int,
                  layers: tuple[int, ...], stem: str, width: int):
         super().__init__()
-        self.img_size = _pair(img_size)
+        self.img_size = pair(img_size)
         self.backbone = ResNetV2(layers, in_chans=in_chans, width=width, stem=stem)
         # the paper's patch embedding with patches of one "pixel" of the feature map
         self.proj = nn.Conv2d(self.backbone.num_features, embed_dim, kernel_size=1)
@@ -344,7 +345,7 @@ def vit_hybrid(img_size: int | tuple[int, int] = 224, in_chans: int = 3, num_cla
         raise ValueError(f"width must be a positive int, got {width!r}")
     if in_chans < 1:
         raise ValueError(f"in_chans must be 1 or more, got {in_chans}")
-    size = _pair(img_size)
+    size = pair(img_size)
     if min(size) < 1:
         raise ValueError(f"img_size must be positive, got {img_size!r}")
     embed = HybridEmbed(size, in_chans, embed_dim, layers, stem, width)

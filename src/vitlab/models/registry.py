@@ -10,7 +10,6 @@ config's ``model:`` section may set; parameters typed as modules (the ViT's
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import typing
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import did_you_mean
 from . import hybrid, resnet, vt
 from .vit import SIZES, VisionTransformer
 
@@ -148,9 +148,7 @@ def option_types(name: str) -> dict[str, Any]:
 
 def _lookup(name: str) -> _Entry:
     if name not in _TABLE:
-        close = difflib.get_close_matches(name, _TABLE, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; `vitlab models` lists them")
+        raise ValueError(f"unknown model {name!r}{did_you_mean(name, _TABLE)}; `vitlab models` lists them")
     return _TABLE[name]
 
 
@@ -166,8 +164,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     options = model_options(name)
     for key in overrides:
         if key not in options:
-            close = difflib.get_close_matches(key, options, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; its options: {', '.join(options)}"
+            hint = did_you_mean(key, options) or f"; its options: {', '.join(options)}"
             raise ValueError(f"model {name!r} takes no argument {key!r}{hint}")
     args = model_defaults(name) | overrides
     model = entry.builder(**args)

@@ -27,22 +27,22 @@ The model, top to bottom:
 A distilled model (DeiT, Touvron et al., ICML 2021, arXiv:2012.12877; checked
 against timm's ``deit.py``) has a second head ``head_dist`` on the
 distillation token; its output is the mean of the two heads' logits.
+
+This file holds the model and its size table; the blocks it is built of
+(``PatchEmbed``, ``Block``, ``Attention``, ``Mlp``, ``DropPath``,
+``LayerScale``, the init helpers) are in ``layers.py``, and the position
+embeddings of every ``pos_embed`` kind, with their resampling, in
+``pos_embed.py``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .head import LinearHead
-
-# The position-embedding options (the paper's ablation, section 4.5 and appendix D.4).
-POS_EMBEDS = ("none", "learned", "learned_2d", "sincos", "relative")
-# the parameters of a relative position bias, in each block's attention
-_REL_PARAMS = ("relative_position_bias_table", "relative_position_bias_cls")
+from .layers import Block, LayerScale, PatchEmbed, lecun_normal_, trunc_normal_, xavier_uniform_qkv_
+from .pos_embed import POS_EMBEDS, REL_PARAMS, learned_2d_table, learned_table, sincos_table
 
 # Model sizes of the paper (Table 1) plus Ti (DeiT/big_vision). One table; the
 # registry decodes names such as ``vit_b16`` from it.
@@ -53,279 +53,6 @@ SIZES: dict[str, dict[str, int]] = {
     "l": dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),
     "h": dict(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120),
 }
-
-
-@torch.no_grad()
-def trunc_normal_(w: torch.Tensor, std: float = 0.02, bound: float | None = None) -> torch.Tensor:
-    """Normal(0, std) cut at +-``bound`` (default 2 std), drawn by the inverse
-    CDF in one pass. ``bound`` is absolute: timm's ``trunc_normal_(std=.02)``
-    cuts at +-2, i.e. 100 std, which leaves the normal distribution as it is."""
-    bound = 2 * std if bound is None else bound
-    lo = math.erf(-bound / std / math.sqrt(2))  # CDF bounds mapped to [-1, 1]
-    w.uniform_(lo, -lo).erfinv_().mul_(std * math.sqrt(2))
-    return w.clamp_(-bound, bound)  # erfinv(+-1) is infinite; uniform_ may return the lower end
-
-
-def _pair(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(x, (tuple, list)):
-        if len(x) != 2:
-            raise ValueError(f"expected an int or a pair (H, W), got {x!r}")
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
-
-
-def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Fixed 2D sin-cos position table, (gh*gw, dim), rows in raster order.
-
-    As big_vision's ``posemb_sincos_2d``: a quarter of the channels each for
-    sin(x), cos(x), sin(y), cos(y), with geometric frequencies.
-    """
-    if dim % 4:
-        raise ValueError(f"sin-cos position embeddings need embed_dim divisible by 4, got {dim}")
-    gh, gw = grid
-    y, x = torch.meshgrid(torch.arange(gh, dtype=torch.float32),
-                          torch.arange(gw, dtype=torch.float32), indexing="ij")
-    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
-    x = x.flatten()[:, None] * omega[None, :]  # (N, D/4)
-    y = y.flatten()[:, None] * omega[None, :]
-    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)
-
-
-def resample_grid(posemb: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                  mode: str = "bicubic") -> torch.Tensor:
-    """Resample patch position embeddings (1, gh*gw, D) to a new grid by 2D
-    interpolation, as the paper does for fine-tuning at a higher resolution.
-    Prefix (class token) entries must be removed by the caller."""
-    if tuple(old_grid) == tuple(new_grid):
-        return posemb
-    d = posemb.shape[-1]
-    dtype = posemb.dtype
-    grid = posemb.reshape(1, old_grid[0], old_grid[1], d).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=new_grid, mode=mode, antialias=mode in ("bilinear", "bicubic"),
-                         align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d).to(dtype)
-
-
-def resample_rel_table(table: torch.Tensor, new_grid: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resample a relative-position bias table (heads, 2gh-1, 2gw-1) to the table of
-    another patch grid, (heads, 2gh'-1, 2gw'-1), by 2D interpolation of each head's
-    table (``resample_grid``, heads as channels). Offset (0, 0) stays at the centre;
-    the other offsets scale with the grid."""
-    heads, th, tw = table.shape
-    size = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
-    if (th, tw) == size:
-        return table
-    flat = table.reshape(heads, th * tw).T[None]  # (1, th*tw, heads)
-    return resample_grid(flat, (th, tw), size, mode)[0].T.reshape(heads, *size)
-
-
-def relative_position_index(grid: tuple[int, int], device=None) -> torch.Tensor:
-    """(N, N) index into a flattened (2gh-1, 2gw-1) table: entry (p, q) is the
-    offset of query patch p from key patch q, (row_p - row_q, col_p - col_q),
-    shifted to start at 0 (as Swin's ``relative_position_index``)."""
-    gh, gw = grid
-    y, x = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
-    y, x = y.flatten(), x.flatten()
-    dy = y[:, None] - y[None, :] + gh - 1  # (N, N), in [0, 2gh-2]
-    dx = x[:, None] - x[None, :] + gw - 1
-    return dy * (2 * gw - 1) + dx
-
-
-class PatchEmbed(nn.Module):
-    """Split the image into patches and project each linearly: a conv with
-    kernel = stride = patch is exactly the paper's linear projection of
-    flattened patches."""
-
-    first_conv = "proj"
-
-    def __init__(self, img_size, patch_size, in_chans: int, embed_dim: int):
-        super().__init__()
-        self.img_size = _pair(img_size)
-        self.patch_size = _pair(patch_size)
-        for s, p in zip(self.img_size, self.patch_size):
-            if s % p:
-                raise ValueError(f"image size {self.img_size} is not divisible by patch size {self.patch_size}")
-        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-
-    def grid_for(self, h: int, w: int) -> tuple[int, int]:
-        """The patch grid of an (h, w) input."""
-        return h // self.patch_size[0], w // self.patch_size[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.patch_size[0] or w % self.patch_size[1]:
-            raise ValueError(f"input size {(h, w)} is not divisible by patch size {self.patch_size}")
-        # kernel = stride = patch, so the conv is a matrix product of the flattened
-        # patches with the flattened kernel: the same numbers, but on the CPU the
-        # product (and its backward) is several times faster than the conv kernel.
-        b, c = x.shape[:2]
-        (ph, pw), gh, gw = self.patch_size, h // self.patch_size[0], w // self.patch_size[1]
-        x = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * ph * pw)
-        return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)  # (B, N, D)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention. The normal path calls the fused
-    ``F.scaled_dot_product_attention``; ``return_attn=True`` takes the manual
-    path and also returns the softmax weights (B, heads, N, N) for analysis.
-
-    With ``rel_grid`` (pos_embed='relative') the layer has a learned bias per
-    head added to the attention logits, as Swin and BEiT: a table
-    ``relative_position_bias_table`` (heads, 2gh-1, 2gw-1) over the offsets
-    (row_q - row_k, col_q - col_k) of two patches of the ``rel_grid`` grid and,
-    with a class token, ``relative_position_bias_cls`` (heads, 3): the class
-    token attending to a patch, a patch attending to the class token, the class
-    token attending to itself (BEiT's three extra entries). A second prefix
-    token (DeiT's distillation token) shares the class token's three biases.
-    Both paths add the same (heads, N, N) bias: the fused one as a float
-    ``attn_mask``.
-    """
-
-    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0, dropout: float = 0.0,
-                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3)  # qkv bias, as the paper's models
-        self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(dropout)
-        self.rel_grid = None if rel_grid is None else (int(rel_grid[0]), int(rel_grid[1]))
-        self.num_prefix_tokens = num_prefix_tokens
-        if self.rel_grid is not None:
-            gh, gw = self.rel_grid
-            self.relative_position_bias_table = nn.Parameter(torch.zeros(num_heads, 2 * gh - 1, 2 * gw - 1))
-            self.relative_position_bias_cls = (nn.Parameter(torch.zeros(num_heads, 3)) if num_prefix_tokens
-                                               else None)
-            # the index of the build grid, kept out of the state dict (it follows from the grid)
-            self.register_buffer("relative_position_index", relative_position_index(self.rel_grid),
-                                 persistent=False)
-
-    def relative_bias(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
-        """The bias (heads, N, N) added to the logits for a patch grid (default: the
-        build grid; another grid resamples the table, bicubic); None without one."""
-        if self.rel_grid is None:
-            return None
-        table = self.relative_position_bias_table
-        if grid is None or tuple(grid) == self.rel_grid:
-            index = self.relative_position_index
-        else:
-            table = resample_rel_table(table, grid)
-            index = relative_position_index(grid, device=table.device)
-        bias = table.flatten(1)[:, index]  # (heads, n, n) over the patches
-        c = self.relative_position_bias_cls
-        if c is not None:  # prefix tokens first: their rows, their columns, their own entries
-            h, n, p = bias.shape[0], bias.shape[-1], self.num_prefix_tokens
-            top = torch.cat([c[:, 2, None, None].expand(h, p, p), c[:, 0, None, None].expand(h, p, n)],
-                            dim=2)  # (h, p, p+n)
-            rest = torch.cat([c[:, 1, None, None].expand(h, n, p), bias], dim=2)  # (h, n, p+n)
-            bias = torch.cat([top, rest], dim=1)
-        return bias
-
-    def forward(self, x: torch.Tensor, return_attn: bool = False, grid: tuple[int, int] | None = None):
-        """x (B, N, D); ``grid``: the patch grid of the tokens (needed with a relative
-        bias when it is not the build grid)."""
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, hd)
-        bias = self.relative_bias(grid)
-        if bias is not None:
-            if bias.shape[-1] != n:
-                raise ValueError(f"relative position bias for {bias.shape[-1]} tokens does not fit {n} tokens; "
-                                 f"pass the patch grid of the input")
-            bias = bias.to(q.dtype)[None]  # (1, heads, N, N)
-        attn = None
-        if return_attn:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
-            if bias is not None:
-                attn = attn + bias
-            attn = attn.softmax(dim=-1)
-            x = self.attn_drop(attn) @ v
-        else:
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0)
-        x = self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
-        return (x, attn) if return_attn else x
-
-
-class Mlp(nn.Module):
-    """D -> hidden -> D with exact (erf) GELU, dropout after each dense layer."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class LayerScale(nn.Module):
-    """Per-channel learned scale of a residual branch, x * gamma with gamma (D,)
-    starting at a small value (CaiT, Touvron et al. 2021; DeiT-III; DINOv2): a
-    deep model starts close to the identity. Named as timm's (``ls1.gamma``)."""
-
-    def __init__(self, dim: int, init: float):
-        super().__init__()
-        self.init = init
-        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-    def extra_repr(self) -> str:
-        return f"init={self.init}"
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer encoder block, with optional layer scale on both branches."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 rel_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 0,
-                 layer_scale: float | None = None):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_dropout, dropout, rel_grid, num_prefix_tokens)
-        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_dim, dropout)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor, return_attn: bool = False, grid: tuple[int, int] | None = None):
-        if return_attn:
-            y, attn = self.attn(self.norm1(x), return_attn=True, grid=grid)
-            x = x + self.drop_path(self.ls1(y))
-            return x + self.drop_path(self.ls2(self.mlp(self.norm2(x)))), attn
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), grid=grid)))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class VisionTransformer(LinearHead, nn.Module):
@@ -385,7 +112,7 @@ class VisionTransformer(LinearHead, nn.Module):
       the prefix tokens get zeros). Computed for any grid.
     - 'relative': nothing is added to the tokens; every layer has a learned
       bias per head on the attention logits, indexed by the offset (dy, dx)
-      of query and key patch, as Swin and BEiT (see ``Attention``), with
+      of query and key patch, as Swin and BEiT (see ``layers.Attention``), with
       learned per-head biases of its own for the class token's row, column
       and self-attention. Resampled by 2D interpolation of each head's
       (2gh-1, 2gw-1) table. The paper's relative variant differs in one
@@ -461,7 +188,8 @@ class VisionTransformer(LinearHead, nn.Module):
             self.pos_embed_cls = (nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim))
                                   if self.num_prefix_tokens else None)  # one entry per prefix token
         elif pos_embed == "sincos":  # fixed; a buffer kept out of the state dict, rebuilt from the grid
-            self.register_buffer("pos_table", self._sincos(self.patch_embed.grid_size), persistent=False)
+            self.register_buffer("pos_table", sincos_table(self.patch_embed.grid_size, embed_dim,
+                                                           self.num_prefix_tokens), persistent=False)
         self.pos_drop = nn.Dropout(dropout)
 
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
@@ -519,10 +247,9 @@ class VisionTransformer(LinearHead, nn.Module):
                 if mode == "timm":
                     trunc_normal_(m.weight, std=0.02, bound=2.0)
                 elif isinstance(m, nn.Conv2d):  # LeCun normal, truncated at 2 std
-                    trunc_normal_(m.weight, std=math.sqrt(1.0 / m.weight[0].numel()) / 0.87962566103423978)
+                    lecun_normal_(m.weight)
                 elif name.endswith("attn.qkv"):
-                    bound = math.sqrt(6.0 / (m.in_features + m.out_features // 3))
-                    nn.init.uniform_(m.weight, -bound, bound)
+                    xavier_uniform_qkv_(m.weight)
                 else:
                     nn.init.xavier_uniform_(m.weight)
                     if ".mlp." in name and m.bias is not None:
@@ -537,7 +264,7 @@ class VisionTransformer(LinearHead, nn.Module):
             else:
                 trunc_normal_(t, std=0.02, bound=2.0)
         for blk in self.blocks:
-            for t in (getattr(blk.attn, k, None) for k in _REL_PARAMS):
+            for t in (getattr(blk.attn, k, None) for k in REL_PARAMS):
                 if t is not None:
                     trunc_normal_(t, std=0.02, bound=2.0)
             for ls in (blk.ls1, blk.ls2):
@@ -556,7 +283,7 @@ class VisionTransformer(LinearHead, nn.Module):
         kind ('learned_2d': its X, Y and class-token tables; 'relative': every
         block's bias tables). Layer scales are vectors, left out by shape."""
         return {"pos_embed", "cls_token"} | ({"dist_token"} if self.distilled else set()) | {
-            n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or n.endswith(_REL_PARAMS)}
+            n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or n.endswith(REL_PARAMS)}
 
     # -- heads ----------------------------------------------------------------------------------
     def zero_head(self) -> None:
@@ -576,12 +303,6 @@ class VisionTransformer(LinearHead, nn.Module):
         super().reset_classifier(num_classes)  # zero_head() zeros both
 
     # -- forward --------------------------------------------------------------------------------
-    def _sincos(self, grid: tuple[int, int]) -> torch.Tensor:
-        table = sincos_2d(grid, self.embed_dim)
-        if self.num_prefix_tokens:
-            table = torch.cat([torch.zeros(self.num_prefix_tokens, self.embed_dim), table])
-        return table[None]  # (1, P+N, D)
-
     def position_embeddings(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
         """The position embeddings added to the tokens for a patch grid (default: the
         build grid), (1, P+N, D), prefix tokens first; resampled (bicubic) when the
@@ -593,21 +314,12 @@ class VisionTransformer(LinearHead, nn.Module):
         if kind in ("none", "relative"):
             return None
         if kind == "sincos":
-            return self.pos_table if grid == build else self._sincos(grid).to(self.pos_table)
-        if kind == "learned":
             if grid == build:
-                return self.pos_embed
-            prefix, patches = self.pos_embed[:, :self.num_prefix_tokens], self.pos_embed[:, self.num_prefix_tokens:]
-            return torch.cat([prefix, resample_grid(patches, build, grid)], dim=1)
-        # learned_2d: 1-D resampling of each axis (a 1 x g grid), then X[j] | Y[i] for patch (i, j)
-        gh, gw = grid
-        px = resample_grid(self.pos_embed_x, (1, build[1]), (1, gw))[0]  # (gw, D/2)
-        py = resample_grid(self.pos_embed_y, (1, build[0]), (1, gh))[0]  # (gh, D/2)
-        table = torch.cat([px[None].expand(gh, gw, -1), py[:, None].expand(gh, gw, -1)], dim=-1)
-        table = table.reshape(1, gh * gw, self.embed_dim)
-        if self.pos_embed_cls is not None:
-            table = torch.cat([self.pos_embed_cls, table], dim=1)
-        return table
+                return self.pos_table
+            return sincos_table(grid, self.embed_dim, self.num_prefix_tokens).to(self.pos_table)
+        if kind == "learned":
+            return learned_table(self.pos_embed, self.num_prefix_tokens, build, grid)
+        return learned_2d_table(self.pos_embed_x, self.pos_embed_y, self.pos_embed_cls, build, grid)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, C, H, W) -> token sequence (B, P+N, D), class token, distillation

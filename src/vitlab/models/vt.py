@@ -101,6 +101,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .head import LinearHead
+from .layers import trunc_normal_
 from .resnet import BLOCKS, ResNet
 
 TOKENIZERS = ("filter", "pooling")
@@ -293,7 +294,6 @@ class VTResNet(LinearHead, nn.Module):
     def _init_vt(self) -> None:
         """VT layers: truncated normal(.02) weights (timm's Transformer init); the head as
         torchvision's ResNet head (PyTorch's default Linear init)."""
-        from .vit import trunc_normal_
         for m in self.vt.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)

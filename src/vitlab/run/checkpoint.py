@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -38,17 +39,21 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a vitlab checkpoint without executing pickled code."""
     path = Path(path)
     try:
-        if not path.is_file():
-            raise UserError(f"checkpoint not found: {path}")
+        found = path.is_file()
+    except OSError as e:
+        raise file_error("read checkpoint", path, e) from None
+    if not found:
+        raise UserError(f"checkpoint not found: {path}")
+    try:
         with open(path, "rb") as f:
             ckpt = torch.load(f, map_location=map_location, weights_only=True)
     except OSError as e:
         raise file_error("read checkpoint", path, e) from None
     except pickle.UnpicklingError as e:
-        text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise UserError(f"refused to read {path}: it holds pickled Python objects, which could run code; "
-                            "vitlab reads only tensors and plain values") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UserError(f"refused to read {path}: it holds a pickled Python object ({found.group(1)}), "
+                            "which could run code; vitlab reads only tensors and plain values") from None
         raise UserError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
                         f"({type(e).__name__})") from None
     except Exception as e:  # torch raises several types for corrupt or foreign files
@@ -88,9 +93,6 @@ def build_model(ckpt: dict, weights: bool = True) -> nn.Module:
     return model
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild any registered model from a vitlab checkpoint, with its weights."""
-    return build_model(ckpt)
 
 
 def dataset_info(ckpt: dict):

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .. import __version__
 from ..data import describe_transforms
-from ..files import atomic_write
+from ..files import write_text
+from ..metrics import history_summary
 
 
 def source_weights(path: str | os.PathLike) -> dict:
@@ -46,8 +49,31 @@ def _hardware(device: torch.device, world: int) -> str:
     return f"{world} x {name}" if world > 1 else name
 
 
-def card_lines(t) -> list[str]:
-    """The card of the run of trainer ``t`` (a ``vitlab.train.engine.Trainer``)."""
+@dataclass
+class CardFacts:
+    """Everything the model card says of a run (the Trainer fills it in)."""
+    run_name: str
+    cfg: object  # vitlab.config.Config
+    info: object  # vitlab.data.DatasetInfo
+    model: nn.Module
+    source: dict | None  # source_weights() of the pretrained file, None from scratch
+    frozen: int  # frozen parameters (elements)
+    train_images: int
+    val_images: int
+    notes: list[str]  # lines of the log (normalisation, data path, ...)
+    world: int  # processes
+    settings: dict  # the resolved speed switches (amp, deterministic, tf32, fused, ...)
+    channels_last: bool
+    device: torch.device
+    history: list[dict]  # one row per finished epoch
+    epochs_done: int
+    total_epochs: int
+    steps_done: int  # optimizer steps taken
+    total_steps: int
+
+
+def card_lines(t: CardFacts) -> list[str]:
+    """The card of a run, as Markdown lines."""
     cfg, tc, d, info, model = t.cfg, t.cfg.train, t.cfg.data, t.info, t.model
     n = sum(p.numel() for p in model.parameters())
     args = ", ".join(f"{k}={v!r}" for k, v in model.model_args.items())
@@ -55,9 +81,11 @@ def card_lines(t) -> list[str]:
     weights = (f"`{src['file']}` ({src['bytes']:,} bytes), sha256 `{src['sha256']}`" if src
                else "none: trained from scratch")
     head = ("the file's head kept" if cfg.model.keep_head else "a new zero-initialised head") if src else ""
-    val = (f"a seeded, stratified {100 * d.holdout:g}% of the training set (holdout)" if d.holdout
-           else "the dataset's validation/test split")
-    global_batch = tc.batch_size * tc.accum_steps * t.dist.world
+    split = getattr(info, "val_split", "test")
+    held = d.holdout or d.val_fraction
+    val = (f"a seeded, stratified {100 * held:g}% of the training images (holdout)" if split == "holdout"
+           else "the dataset's validation split" if split == "val" else "the dataset's test split")
+    global_batch = tc.batch_size * tc.accum_steps * t.world
     length = f"{tc.steps:,} steps" if tc.steps else f"{tc.epochs} epochs"
     warm = (f"{tc.warmup_steps} steps" if tc.warmup_steps is not None else f"{tc.warmup_epochs:g} epochs")
     freeze = ("only the head trains (model.freeze=backbone)" if cfg.model.freeze == "backbone"
@@ -65,24 +93,24 @@ def card_lines(t) -> list[str]:
               if cfg.model.freeze_blocks else "every parameter trains")
     h = t.history
     if h:
-        best = max(h, key=lambda r: r["val_acc"])
-        done = t.epoch >= t.total_epochs
+        run = history_summary(h)
+        done = t.epochs_done >= t.total_epochs
         result = [f"- {'finished' if done else 'in progress'}: {len(h)} of {t.total_epochs} epochs, "
-                  f"{t.scheduler.last_epoch:,} of {t.total_steps:,} optimizer steps",
-                  f"- best validation top-1 {100 * best['val_acc']:.2f}% (epoch {best['epoch']}, `best.pt`); "
-                  f"last {100 * h[-1]['val_acc']:.2f}% (`last.pt`)",
-                  f"- training time {sum(r['seconds'] for r in h):,.0f} s (evaluation included)"]
+                  f"{t.steps_done:,} of {t.total_steps:,} optimizer steps",
+                  f"- best validation top-1 {100 * run['best_acc']:.2f}% (epoch {run['best_epoch']}, `best.pt`); "
+                  f"last {100 * run['final_acc']:.2f}% (`last.pt`)",
+                  f"- training time {run['seconds']:,.0f} s (evaluation included)"]
     else:
         result = ["- not trained yet"]
     return [
-        f"# Model card: {t.out.name}", "",
+        f"# Model card: {t.run_name}", "",
         "## Model", "",
         f"- `{model.model_name}` ({args})",
         f"- {n:,} parameters" + (f", {t.frozen:,} of them frozen; {freeze}" if t.frozen else f"; {freeze}"),
         f"- source weights: {weights}" + (f"; {head}" if head else ""), "",
         "## Data", "",
-        f"- `{info.name}`" + (f" from `{d.root}`" if d.root else "") + f": {len(t.train_ds):,} training images, "
-        f"{len(t.val_ds):,} validation images ({val}), {info.num_classes} classes",
+        f"- `{info.name}`" + (f" from `{d.root}`" if d.root else "") + f": {t.train_images:,} training images, "
+        f"{t.val_images:,} validation images ({val}), {info.num_classes} classes",
         f"- input {info.in_chans} x {d.img_size or info.img_size} px; normalisation mean {list(info.mean)}, "
         f"std {list(info.std)}",
         f"- transforms: {describe_transforms(d)}"
@@ -92,19 +120,19 @@ def card_lines(t) -> list[str]:
         f"- {tc.optimizer}, peak learning rate {tc.lr:g}, {tc.schedule} schedule, warmup {warm}, "
         f"weight decay {tc.weight_decay:g}" + (f", momentum {tc.momentum:g}" if tc.optimizer == "sgd" else ""),
         f"- batch {global_batch} ({tc.batch_size} per process x {tc.accum_steps} accumulated x "
-        f"{t.dist.world} processes), {length}"
+        f"{t.world} processes), {length}"
         + (f", gradient clipping at norm {tc.clip_grad:g}" if tc.clip_grad else "")
         + (f", {t.settings['amp']} autocast" if t.settings["amp"] != "none" else "") + f", seed {tc.seed}",
         "- " + ", ".join(f"{k} {v}" for k, v in t.settings.items() if k != "amp")
-        + (f", channels-last" if t.memory_format == torch.channels_last else ""), "",
+        + (", channels-last" if t.channels_last else ""), "",
         "## Result", "", *result, "",
         "## Hardware and software", "",
-        f"- {_hardware(t.device, t.dist.world)}; torch {torch.__version__}, vitlab {__version__}, "
+        f"- {_hardware(t.device, t.world)}; torch {torch.__version__}, vitlab {__version__}, "
         f"Python {platform.python_version()}", "",
         "The whole config is `config.yaml`; per-epoch numbers are in `metrics.csv`.", "",
     ]
 
 
-def write_card(t) -> None:
-    text = "\n".join(card_lines(t))
-    atomic_write(t.out / "model_card.md", lambda f: f.write(text.encode("utf-8")))
+def write_card(out: Path, facts: CardFacts) -> None:
+    """``out/model_card.md``, written atomically."""
+    write_text(Path(out) / "model_card.md", "\n".join(card_lines(facts)))

@@ -50,24 +50,25 @@ def plot_curves(path: Path, history: list[dict]) -> None:
 
 
 def check_loggers(names: list[str]) -> None:
+    """The package of each logger is installed (the names were checked with the config)."""
     for n in names:
-        if n == "tensorboard":
-            continue
-        if n not in _EXTERNAL:
-            raise UserError(f"unknown logger {n!r} in train.loggers; choose from tensorboard, wandb, mlflow, neptune")
-        if importlib.util.find_spec(_EXTERNAL[n]) is None:
+        if n in _EXTERNAL and importlib.util.find_spec(_EXTERNAL[n]) is None:
             raise UserError(f"train.loggers names {n!r} but its package is not installed: pip install {n}")
 
 
 class Loggers:
     """Fan-out of scalar logging to TensorBoard and the external loggers."""
 
-    def __init__(self, names: list[str], out_dir: Path, config: dict, run_name: str):
+    def __init__(self, names: list[str], out_dir: Path, config: dict, run_name: str,
+                 purge_step: int | None = None):
+        """``purge_step``: a resumed run's first step (epoch) to log again; TensorBoard
+        hides the events of that step and later ones written before the interruption, so
+        each step shows once."""
         check_loggers(names)
         self.tb = self.wandb = self.mlflow = self.neptune = None
         if "tensorboard" in names:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(out_dir))
+            self.tb = SummaryWriter(str(out_dir), purge_step=purge_step)
         if "wandb" in names:
             import wandb
             self.wandb = wandb.init(project="vitlab", name=run_name, config=config, dir=str(out_dir),

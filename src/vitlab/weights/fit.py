@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.vit import _pair, resample_grid, resample_rel_table
+from ..models.layers import pair
+from ..models.pos_embed import resample_grid, resample_rel_table
 from .layouts import Mapped
 from .read import Tensor
 
@@ -319,7 +320,7 @@ def _meta_grid(meta: dict) -> tuple[int, int] | None:
     if not isinstance(cfg, Mapping) or "img_size" not in cfg or "patch_size" not in cfg:
         return None
     try:
-        img, patch = _pair(cfg["img_size"]), _pair(cfg["patch_size"])
+        img, patch = pair(cfg["img_size"]), pair(cfg["patch_size"])
         return img[0] // patch[0], img[1] // patch[1]
     except (TypeError, ValueError):
         return None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .read import _read_torch, reason
+from .read import read_torch, reason
 
 Stats = tuple[tuple[float, ...], tuple[float, ...], str]
 
@@ -142,7 +142,7 @@ def _peek(path: Path) -> tuple[list[str], dict[str, tuple[int, ...]], dict]:
         try:  # memory-mapped: tensors are not read (the zip format of torch.save since 1.6)
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # noqa: BLE001
-            obj = _read_torch(path)  # older formats; its errors are UserErrors
+            obj = read_torch(path)  # older formats; its errors are UserErrors
         return _peek_mapping(obj if isinstance(obj, Mapping) else {})
     raise UserError(f"unknown weights format {suffix or '(no suffix)'!r} of {path}: "
                     "use .npz, .safetensors, .pth, .pt or .bin")

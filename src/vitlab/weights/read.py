@@ -42,7 +42,7 @@ def read(source: Any) -> tuple[Mapping, dict, str]:
     if suffix == ".safetensors":
         return _read_safetensors(path), {}, origin
     if suffix in _TORCH_SUFFIXES:
-        return _read_torch(path), {}, origin
+        return read_torch(path), {}, origin
     raise UserError(f"unknown weights format {suffix or '(no suffix)'!r} of {path}: "
                     "use .npz, .safetensors, .pth, .pt or .bin")
 
@@ -77,7 +77,9 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
                         "is the file complete?") from None
 
 
-def _read_torch(path: Path) -> Any:
+def read_torch(path: Path) -> Any:
+    """A PyTorch file (``torch.save``) read with ``weights_only=True``: tensors and
+    plain containers, never pickled code. Errors are ``UserError``s naming the file."""
     import pickle
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

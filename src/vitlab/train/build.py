@@ -1,0 +1,70 @@
+"""The model of a config: built for its dataset, with pretrained weights
+(fine-tuning) and their normalisation convention."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UserError
+from ..models import create_model
+
+
+def build_model(cfg, info, weights: bool = True) -> nn.Module:
+    """The model of ``cfg.model`` sized for the dataset ``info``: its channels
+    and classes, and its image size unless the config sets one. A builder that
+    cannot take the dataset's channels or classes is refused in one line.
+
+    With ``model.pretrained`` (and ``weights``; a resumed run takes its weights
+    from its checkpoint instead) the file is loaded with ``load_pretrained``
+    (position embeddings resampled, channels adapted) and, unless
+    ``model.keep_head``, the head is replaced by a zero-initialised one."""
+    from ..models.registry import model_options
+
+    options = model_options(cfg.model.name)  # the name was checked when the config was read
+    args = dict(cfg.model.args)
+    for key, value in (("in_chans", info.in_chans), ("num_classes", info.num_classes)):
+        if key not in options:
+            raise UserError(f"model {cfg.model.name!r} cannot be sized for the dataset: it takes no {key}")
+        args[key] = value
+    if "img_size" in options:
+        args["img_size"] = args.get("img_size") or cfg.data.img_size or info.img_size
+    try:
+        model = create_model(cfg.model.name, **args)
+    except ValueError as e:
+        raise UserError(f"cannot build model {cfg.model.name!r}: {e}") from None
+    if cfg.model.pretrained and weights:
+        from ..weights import load_pretrained
+        model = load_pretrained(model, cfg.model.pretrained)
+        if not cfg.model.keep_head:
+            model.reset_classifier(info.num_classes)
+    return model
+
+
+def weights_normalisation(cfg) -> str:
+    """Set ``data.mean``/``data.std`` from the pretrained weights' own convention where
+    it is known and the config sets none; returns a line for the log and the model card."""
+    data = cfg.data
+    if data.mean is not None or data.std is not None:
+        return f"normalisation: data.mean={data.mean}, data.std={data.std} (from the config)"
+    from ..data import DATASETS, canonical_name
+    from ..weights import weights_normalisation as convention
+
+    found = convention(cfg.model.pretrained)
+    if found is None:
+        return "normalisation: the dataset's own statistics (the weights' convention is not known)"
+    mean, std, where = found
+    spec = DATASETS[canonical_name(data.name)]
+    if spec.in_chans == 1 and len(mean) > 1:  # RGB statistics, one-channel data
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    data.mean, data.std = list(mean), list(std)
+    return f"normalisation: mean={list(mean)}, std={list(std)}, the weights' convention ({where})"
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    """Models whose work is mostly convolutions (ResNets, VT-ResNets, hybrids): channels-last helps them."""
+    from ..models.registry import model_family
+
+    try:
+        return model_family(model.model_name) in ("resnet", "vt", "hybrid")
+    except (AttributeError, ValueError):
+        return False
