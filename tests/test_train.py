@@ -515,3 +515,24 @@ def test_torch_compile_on_the_cpu(tmp_path, data_root):
         rows[name] = t.history[0]
     assert rows["compiled"]["train_loss"] == pytest.approx(rows["eager"]["train_loss"], rel=1e-4)
     assert rows["compiled"]["val_acc"] == rows["eager"]["val_acc"]
+
+
+def test_time_budget_stops_saves_and_resumes_exactly(tmp_path, data_root, straight_run, capsys):
+    """train.max_seconds: the run stops at the first check past the budget (one step here), with
+    last.pt holding its place; more budget on --resume continues it to the same end as a run that
+    never stopped."""
+    out = tmp_path / "run"
+    assert train(write_config(tmp_path / "cfg.yaml", data_root), out, "train.max_seconds=1e-9") == 0
+    text = capsys.readouterr().out
+    assert "stopped: the time budget train.max_seconds=1e-09 was reached after step 1 of epoch 1" in text
+    assert "validation top-1 there" in text
+    ckpt = checkpoint.load(out / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["skip_samples"] == 16 and ckpt["history"] == []
+    assert not (out / "metrics.csv").exists()
+
+    assert resume(out) == 0  # the same budget: nothing more is trained
+    assert "has used its time budget" in capsys.readouterr().out
+    assert checkpoint.load(out / "last.pt")["skip_samples"] == 16
+
+    assert resume(out, "train.max_seconds=100000") == 0
+    assert_same_run(out, straight_run)

@@ -73,6 +73,12 @@ def _train(trainer, cfg, out: Path, resume: bool) -> int:
             print(f"the run in {out} has finished its {length}: nothing to resume (best.pt, last.pt, "
                   f"metrics.csv are there; `--set train.epochs=N` or `train.steps=N` makes it longer)")
         return 0
+    if resume and trainer.budget_spent():
+        if main:
+            print(f"the run in {out} has used its time budget train.max_seconds={cfg.train.max_seconds:g} "
+                  f"({trainer.trained_seconds():.0f} s of training): nothing to do; "
+                  "`--set train.max_seconds=N` gives it more")
+        return 0
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if main:
         print(f"model {cfg.model.name}: {n_params:,} parameters | data {cfg.data.name}: "
@@ -86,6 +92,10 @@ def _train(trainer, cfg, out: Path, resume: bool) -> int:
             print(f"resuming at epoch {trainer.epoch + 1}"
                   + (f", step {trainer.steps_done + 1}" if trainer.position.samples else ""), flush=True)
     s = trainer.fit()
+    if main and s.get("stopped"):
+        print(f"stopped: {s['stopped']}; validation top-1 there {100 * s['val_acc_now']:.2f}%"
+              + (f", best finished epoch {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']})" if s["epochs"] else ""))
+        return 0
     if main:
         print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
               f"{100 * s['final_acc']:.2f}%, {s['epochs']} epochs in {s['seconds']:.0f}s; "

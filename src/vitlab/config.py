@@ -63,6 +63,8 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     device_augment: bool | None = None  # in-memory datasets augmented in batches on the training device;
     #                                     None: wherever every configured transform has a batched form
+    device_resident: bool | None = None  # in-memory datasets held on the training device (decoded once, no
+    #                                      copy per batch); None: on a GPU where they take under half its free memory
     mean: list[float] | None = None  # per-channel normalisation (None: the dataset's own statistics;
     std: list[float] | None = None   # Google's checkpoints were trained with 0.5, 0.5)
     labels: str = "folders"  # imagefolder: 'folders' (a subfolder per class) | 'from_filename' (cat_0001.png)
@@ -74,6 +76,8 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 10
     steps: int | None = None  # length in optimizer steps instead of epochs (the last epoch may be partial)
+    max_seconds: float | None = None  # time budget of training (evaluation not counted): the run stops at the
+    #                                   first check after it, saves last.pt and reports; --resume continues it
     batch_size: int = 128
     optimizer: str = "adamw"  # adam | adamw | sgd
     lr: float = 1e-3  # peak learning rate (after warmup)
@@ -361,6 +365,8 @@ def check_train(tc: TrainConfig) -> None:
         _at_least(f"train.{key}", getattr(tc, key), 1, " (or null)")
     for key in ("lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "warmup_steps", "threads"):
         _at_least(f"train.{key}", getattr(tc, key), 0)
+    if tc.max_seconds is not None and tc.max_seconds <= 0:
+        raise UserError(f"train.max_seconds must be above 0 (seconds), or null (no budget); got {tc.max_seconds}")
     if tc.clip_grad is not None and tc.clip_grad <= 0:
         raise UserError(f"train.clip_grad must be above 0 (a gradient norm), or null (off); got {tc.clip_grad}")
     if tc.step_gamma <= 0:

@@ -16,12 +16,21 @@ within one grey level). A float batch follows torchvision's float kernels.
 
 ``apply_ops(x, op, mag, integer)`` applies operation ``op[i]`` (an index into
 ``OP_NAMES``, -1: none) at signed magnitude ``mag[i]`` to image i of the
-work batch, one batched call per operation present; the grouping is worked
-out on the CPU, so a CUDA batch never waits on the host. ``apply_op`` is one
-named operation on a whole batch of images, for tests and users.
+work batch. On the CPU the images are grouped by operation, one batched call
+per operation present. On an accelerator every operation runs on the whole
+batch and each image keeps its own result (``torch.where``): no step needs
+to know on the host which operations are present, so with ``op`` and ``mag``
+already on the device a batch never waits on the host (the work is a few
+elementwise passes over small images). Both give the same pixels. The
+sampling grid of the geometric operations is computed without TF32, whatever
+the global setting, so that it is the float32 grid of the CPU and of
+torchvision. ``apply_op`` is one named operation on a whole batch of images,
+for tests and users.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as nnf
@@ -101,9 +110,26 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     ys = torch.arange(h, dtype=torch.float32, device=dev) - (h - 1) * 0.5
     pixels = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
     # grid_sample wants [-1, 1] across the image: divide the matrix by the half sides first
-    scaled = theta.to(dev).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=dev)  # (B, 3, 2)
-    grid = pixels.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
+    scaled = theta.to(dev).transpose(1, 2)  # (B, 3, 2)
+    scaled = torch.stack([scaled[..., 0] / (0.5 * w), scaled[..., 1] / (0.5 * h)], -1)
+    with full_float32_matmul(dev):
+        grid = pixels.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
     return nnf.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+@contextlib.contextmanager
+def full_float32_matmul(device: torch.device):
+    """Matrix products in full float32 inside, TF32 off on CUDA whatever the global switch
+    (``train.tf32``): TF32's 10-bit mantissa would move sampling points across pixel borders."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _per_image(v: torch.Tensor, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -198,7 +224,10 @@ def _equalize(x, m, bound, integer):
     levels = x if integer else (x * (256.0 - 1e-3)).floor_()
     flat = levels.reshape(b * c, h * w).long()  # (R, HW), R = B*C rows
     rows = torch.arange(b * c, device=x.device)[:, None]
-    hist = torch.bincount((flat + rows * 256).flatten(), minlength=b * c * 256).view(b * c, 256)
+    # a histogram per row by scatter_add into a fixed size (bincount would ask the host for the largest value)
+    hist = torch.zeros(b * c * 256, dtype=torch.long, device=x.device)
+    hist.scatter_add_(0, (flat + rows * 256).flatten(), torch.ones_like(flat).flatten())
+    hist = hist.view(b * c, 256)
     at_top = hist.gather(1, flat.amax(1, keepdim=True))
     step = (h * w - at_top) // 255  # (R, 1)
     below = hist.cumsum(1) - hist  # pixels strictly below each level
@@ -216,12 +245,16 @@ _POINTWISE = {"Brightness": _brightness, "Color": _color, "Contrast": _contrast,
               "Equalize": _equalize, "Invert": _invert}
 
 
-def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, integer: bool) -> torch.Tensor:
+def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, integer: bool,
+              masked: bool | None = None) -> torch.Tensor:
     """Image i of ``x`` (B, C, H, W) float work gets operation ``op[i]`` (an index into ``OP_NAMES``; -1 or
-    Identity: none) with signed magnitude ``mag[i]``; ``op`` and ``mag`` (float64) on the CPU. One batched
-    call per operation present (the geometric ones together)."""
+    Identity: none) with signed magnitude ``mag[i]`` (float64). Grouped (one batched call per operation
+    present, the geometric ones together; ``op`` and ``mag`` on the CPU) or ``masked`` (every operation on
+    the whole batch, no host read; the default off the CPU): the same pixels."""
     bound = 255.0 if integer else 1.0
     _, _, h, w = x.shape
+    if masked if masked is not None else x.device.type != "cpu":
+        return _apply_ops_masked(x, op.to(x.device), mag.to(x.device), bound, integer)
     geometric = torch.isin(op, torch.tensor([OP_INDEX[n] for n in _GEOMETRIC]))
     groups = [(geometric, None)] + [(op == OP_INDEX[n], n) for n in _POINTWISE]
     for chosen, name in groups:
@@ -236,6 +269,20 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, integer: boo
             part = _POINTWISE[name](part, mag[idx], bound, integer)
         x.index_put_((dev_idx,), part)
     return x
+
+
+def _apply_ops_masked(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, bound: float,
+                      integer: bool) -> torch.Tensor:
+    """``apply_ops`` without the host: every operation on the whole batch, each image keeping the
+    result of its own (``op`` and ``mag`` on the device of ``x``)."""
+    _, _, h, w = x.shape
+    geometric = (op >= OP_INDEX[_GEOMETRIC[0]]) & (op <= OP_INDEX[_GEOMETRIC[-1]])
+    moved = _affine(x, _geometric_matrices(op, mag, h, w))
+    out = torch.where(geometric[:, None, None, None], moved, x)
+    for name, fn in _POINTWISE.items():
+        chosen = (op == OP_INDEX[name])[:, None, None, None]
+        out = torch.where(chosen, fn(x, mag, bound, integer), out)
+    return out
 
 
 def to_work(x: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -143,7 +143,12 @@ class _OpSequence(_Batched):
         raise NotImplementedError
 
     def _apply(self, x, params, integer):
-        for op, mag in self.plan(params, x.shape[-2], x.shape[-1]):
+        return self.apply_steps(x, self.plan(params, x.shape[-2], x.shape[-1]), integer)
+
+    @staticmethod
+    def apply_steps(x, steps: list[tuple[torch.Tensor, torch.Tensor]], integer: bool) -> torch.Tensor:
+        """The planned steps on the work batch ``x``."""
+        for op, mag in steps:
             x = apply_ops(x, op, mag, integer)
         return x
 
@@ -241,8 +246,12 @@ class BatchRandomErasing(_Batched):
         return erase, top, left, h, w
 
     def _apply(self, x, params, integer):
-        b, _, height, width = x.shape
-        erase, top, left, h, w = (t.to(x.device) for t in self.boxes(params, height, width))
+        return self.erase(x, self.boxes(params, x.shape[-2], x.shape[-1]))
+
+    def erase(self, x: torch.Tensor, boxes: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Fill the ``boxes`` (of ``boxes()``) of the images of ``x``."""
+        _, _, height, width = x.shape
+        erase, top, left, h, w = (t.to(x.device) for t in boxes)
         rows = torch.arange(height, device=x.device)
         cols = torch.arange(width, device=x.device)
         inside_r = (rows >= top[:, None]) & (rows < (top + h)[:, None])  # (B, H)
@@ -297,25 +306,47 @@ class BatchTransforms:
             params.update(step.draw(n, generator))
         return params
 
+    def plan(self, params: dict[str, torch.Tensor], height: int, width: int) -> dict[str, torch.Tensor]:
+        """What happens to each image, from its random numbers (``draw``), as tensors with one row per
+        image: the crop offset, the flip, each step's operation and magnitude, the erasing box. Made on
+        the CPU for a whole epoch at once, then moved to the device in one go: a batch takes its rows."""
+        plan = {"crop": params["crop"], "flip": params["flip"]}
+        for k, step in enumerate(self.steps):
+            for j, (op, mag) in enumerate(step.plan(params, height, width)):
+                plan[f"op{k}.{j}"], plan[f"mag{k}.{j}"] = op, mag
+        if self.erasing:
+            for name, t in zip(("erase", "top", "left", "box_h", "box_w"),
+                               self.erasing.boxes(params, height, width)):
+                plan[name] = t
+        return plan
+
     def __call__(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.apply_plan(images, self.plan(params, images.shape[-2], images.shape[-1]))
+
+    def apply_plan(self, images: torch.Tensor, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The transforms of ``plan`` (rows of ``plan()``, one per image, best on the images' device)."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise TypeError(f"expected uint8 images (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if self.steps and images.shape[1] not in (1, 3):
             raise ValueError(f"AutoAugment and RandAugment need 1 or 3 channels, got {images.shape[1]}")
         x, dev = images, images.device
-        if self.pad:  # image i: the window at offset (top, left) = params["crop"][i] of the padded image
+        if self.pad:  # image i: the window at offset (top, left) = plan["crop"][i] of the padded image
             b, c, h, w = x.shape
             windows = nnf.pad(x, (self.pad,) * 4).unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, H, W)
-            off = params["crop"].to(dev)
+            off = plan["crop"].to(dev)
             x = windows.permute(0, 2, 3, 1, 4, 5)[torch.arange(b, device=dev), off[:, 0], off[:, 1]]
         if self.flip:
-            x = torch.where(params["flip"].to(dev)[:, None, None, None], x.flip(-1), x)
+            x = torch.where(plan["flip"].to(dev)[:, None, None, None], x.flip(-1), x)
         x = x.float()  # whole grey levels 0..255
-        for step in self.steps:
-            x = step._apply(x, params, True)
+        for k, step in enumerate(self.steps):
+            steps, j = [], 0
+            while f"op{k}.{j}" in plan:
+                steps.append((plan[f"op{k}.{j}"], plan[f"mag{k}.{j}"]))
+                j += 1
+            x = step.apply_steps(x, steps, True)
         x = (x.div_(255) - self.mean.to(dev)) / self.std.to(dev)
         if self.erasing:
-            x = self.erasing.apply(x, params)
+            x = self.erasing.erase(x, tuple(plan[n] for n in ("erase", "top", "left", "box_h", "box_w")))
         return x
 
     def __repr__(self) -> str:

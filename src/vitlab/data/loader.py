@@ -98,6 +98,45 @@ def fast_path_ok(ds: Dataset, data_cfg, train: bool, info) -> bool:
     return in_memory and not missing
 
 
+def _bases(*sets: Dataset) -> list:
+    """The distinct in-memory base datasets under ``sets`` (a holdout shares its training set's)."""
+    found = []
+    for ds in sets:
+        base, _ = _unwrap(ds)
+        if isinstance(getattr(base, "images", None), torch.Tensor) and all(base is not b for b in found):
+            found.append(base)
+    return found
+
+
+def place_data(train_ds: Dataset, val_ds: Dataset, data_cfg, info, device) -> str:
+    """Where the training images live and how they are augmented, and the line that says so. With
+    ``data.device_resident`` (None: on a GPU where the images take under half of its free memory),
+    in-memory datasets that take the batched path are moved to ``device`` once: their uint8 images
+    and labels stay there, and a batch is indexed there with no copy from the host."""
+    device = torch.device(device)
+    batched = fast_path_ok(train_ds, data_cfg, True, info)
+    if not batched:
+        if getattr(data_cfg, "device_resident", None):
+            raise UserError("data.device_resident=true needs the batched path (images in memory, every transform "
+                            "batched); set data.device_resident to null or false")
+        return "training images: read and augmented one at a time (DataLoader)"
+    if device.type == "cpu":
+        return "training images: in memory, augmented in batches on the training device"
+    bases = _bases(train_ds, val_ds)
+    size = sum(b.images.numel() * b.images.element_size() + b.targets.numel() * 8 for b in bases)
+    choice = getattr(data_cfg, "device_resident", None)
+    if choice is None:
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+        choice = size < free / 2
+    if not choice:
+        return f"training images: in host memory, copied to {device} a batch at a time and augmented there"
+    for b in bases:
+        b.images = b.images.to(device)
+        b.targets = torch.as_tensor(b.targets, dtype=torch.long).to(device)
+    return (f"training images: held on {device} ({size / 2**20:,.0f} MiB, device-resident), augmented in "
+            "batches there")
+
+
 class TensorBatches:
     """Batches of an in-memory uint8 image tensor, augmented and normalised a
     batch at a time on ``device`` (``BatchTransforms``)."""
@@ -107,18 +146,21 @@ class TensorBatches:
                  drop_last: bool = False):
         # skip: samples of the epoch's order already trained on (see the module docstring)
         base, idx = _unwrap(ds)
-        self.images = base.images if idx is None else base.images[idx]  # (N, C, H, W) uint8
-        targets = torch.as_tensor(base.targets, dtype=torch.long)
-        self.targets = targets if idx is None else targets[idx]
         self.device = torch.device(device)
+        # (N, C, H, W) uint8 and (N,) int64; on the device already where the data is device-resident
+        self.images, self.targets = base.images, torch.as_tensor(base.targets, dtype=torch.long)
+        self.index = None if idx is None else idx.to(self.device)
         self.batch_size, self.train = batch_size, train
         self.transforms = BatchTransforms(data_cfg, info, train, self.device)
-        n = len(self.images)
+        n = len(self.images) if idx is None else len(idx)
         g = epoch_generator(seed, epoch)
         order = torch.randperm(n, generator=g) if train else torch.arange(n)
-        # All the epoch's random numbers are drawn up front, one row per sample, so skipping is free.
-        self.params = self.transforms.draw(n, g)
-        order = shard(order, rank, world, skip, pad=train)
+        # All the epoch's random numbers are drawn up front, one row per sample, so skipping is free; what
+        # they mean for each sample (the plan) is worked out on the CPU and goes to the device in one copy
+        # per epoch, with the epoch's order: a batch then only indexes tensors that are already there.
+        h, w = self.images.shape[-2:]
+        self.plan = {k: v.to(self.device) for k, v in self.transforms.plan(self.transforms.draw(n, g), h, w).items()}
+        order = shard(order, rank, world, skip, pad=train).to(self.device)
         nb = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
         self.batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(nb)]
 
@@ -126,10 +168,15 @@ class TensorBatches:
         return len(self.batches)
 
     def __iter__(self):
-        for sel in self.batches:
-            x = self.images[sel].to(self.device, non_blocking=True)
-            params = {k: v[sel] for k, v in self.params.items()}
-            yield self.transforms(x, params), self.targets[sel].to(self.device)
+        for sel in self.batches:  # positions in this dataset (a subset's), on the device
+            rows = sel if self.index is None else self.index[sel]  # rows of the base tensors
+            if self.images.device != self.device:  # held on the host: this batch's images go over
+                rows = rows.cpu()
+                x = self.images[rows].to(self.device, non_blocking=True)
+                y = self.targets[rows].to(self.device, non_blocking=True)
+            else:
+                x, y = self.images[rows], self.targets[rows]
+            yield self.transforms.apply_plan(x, {k: v[sel] for k, v in self.plan.items()}), y
 
 
 class _DeviceLoader:

@@ -21,7 +21,8 @@ RUN_FILES = ("last.pt", "config.yaml")
 # Keys that --resume may change: where things run and how they are shown, not what is trained;
 # and the length (the schedule follows the longer plan from where the run is).
 RESUME_KEYS = ("train.device", "train.threads", "train.progress", "train.loggers", "data.root",
-               "data.num_workers", "train.eval_batch_size", "train.epochs", "train.steps")
+               "data.num_workers", "data.device_resident", "train.eval_batch_size", "train.check_every",
+               "train.epochs", "train.steps", "train.max_seconds")
 
 
 def default_name(config: str | Path, prefix: str = "") -> Path:

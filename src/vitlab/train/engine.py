@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__, config as config_mod
-from ..data.loader import fast_path_ok, make_batches
+from ..data.loader import make_batches, place_data
 from ..errors import UserError
 from ..metrics import history_summary
 from ..run import checkpoint
@@ -62,6 +62,10 @@ class NonFiniteLoss(RuntimeError):
 
 class Interrupted(RuntimeError):
     """SIGINT or SIGTERM: the step finished and last.pt was written."""
+
+
+class TimeBudget(Interrupted):
+    """``train.max_seconds`` reached: the step finished and last.pt was written."""
 
 
 def device_settings(tc, device: torch.device) -> dict:
@@ -121,9 +125,7 @@ class Trainer:
             self.notes.append(weights_normalisation(cfg))
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, tc.seed)
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
-        batched = fast_path_ok(self.train_ds, cfg.data, True, self.info)
-        self.notes.append("training images: " + ("in memory, augmented in batches on the training device"
-                                                 if batched else "read and augmented one at a time (DataLoader)"))
+        self.notes.append(place_data(self.train_ds, self.val_ds, cfg.data, self.info, self.device))
         self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
         self.frozen = apply_freeze(self.model, cfg.model.freeze, cfg.model.freeze_blocks)
         self.memory_format = torch.preserve_format
@@ -264,6 +266,7 @@ class Trainer:
         if self.dist.main:  # a resumed run discards the events of the steps it redoes
             logs = Loggers(self.cfg.train.loggers, self.out, self.cfg.to_dict(), self.out.name,
                            purge_step=self.epoch + 1 if self.epoch or self.position.started else None)
+        stopped = None
         try:
             with self._signals_caught():
                 if self.dist.main:
@@ -271,10 +274,23 @@ class Trainer:
                 while self.epoch < self.total_epochs:
                     train_row = self._train_epoch()
                     self._end_epoch(train_row, logs)
+        except TimeBudget as e:
+            _, acc, _ = self.evaluate()  # where the budget left the model (not an epoch of the history)
+            stopped = {"stopped": str(e), "val_acc_now": acc}
         finally:
             if logs:
                 logs.close()
-        return {**history_summary(self.history), "out": str(self.out)}
+        return {**history_summary(self.history), "out": str(self.out), **(stopped or {})}
+
+    def trained_seconds(self, since: float | None = None) -> float:
+        """Seconds of training of the whole run (evaluation not counted): finished epochs, the part
+        of this epoch before an interruption and, with ``since``, the time since then."""
+        now = 0.0 if since is None else time.perf_counter() - since
+        return sum(r.get("train_seconds", r["seconds"]) for r in self.history) + self.position.seconds + now
+
+    def budget_spent(self) -> bool:
+        budget = self.cfg.train.max_seconds
+        return budget is not None and self.trained_seconds() >= budget
 
     def _seed_epoch(self, epoch: int) -> None:
         """Model randomness (dropout, drop path, Mixup) of this epoch: from (seed, epoch, rank),
@@ -320,7 +336,8 @@ class Trainer:
             if not step_done or (self.scheduler.last_epoch % every and not last):
                 continue
             loss_n, correct_n = sums.tolist()
-            bad, stop = self.dist.any([not math.isfinite(loss_n), self.stop_signal is not None])
+            budget = tc.max_seconds is not None and self.trained_seconds(t0) >= tc.max_seconds
+            bad, stop, budget = self.dist.any([not math.isfinite(loss_n), self.stop_signal is not None, budget])
             if bad:
                 what = loss_n if not math.isfinite(loss_n) else "non-finite on another rank"
                 raise NonFiniteLoss(f"loss became {what} at epoch {epoch + 1}, step {done_before + j + 1}")
@@ -329,8 +346,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_n / n:.4f}", acc=f"{100 * correct_n / n:.2f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                                 img_s=f"{seen / max(time.perf_counter() - seen_t, 1e-9):.0f}")
-            if stop:
-                self._interrupt(sums, images + seen, seen, time.perf_counter() - t0, done_before + j + 1)
+            if stop or budget:
+                self._interrupt(sums, images + seen, seen, time.perf_counter() - t0, done_before + j + 1,
+                                budget=budget and not stop)
             if last:
                 break  # the epoch's end, or train.steps reached in its middle
         bar.close()
@@ -338,13 +356,20 @@ class Trainer:
         return {"train_loss": loss_n / n, "train_acc": correct_n / n, "train_images": int(n),
                 "train_seconds": pos.seconds + time.perf_counter() - t0, "started": t0, "seconds_before": pos.seconds}
 
-    def _interrupt(self, sums: torch.Tensor, images: int, seen: int, seconds: float, step: int):
-        """Save where this epoch stands (sums over the ranks) in last.pt, then raise ``Interrupted``."""
+    def _interrupt(self, sums: torch.Tensor, images: int, seen: int, seconds: float, step: int,
+                   budget: bool = False):
+        """Save where this epoch stands (sums over the ranks) in last.pt, then raise ``Interrupted``
+        (``TimeBudget`` when ``budget``)."""
         pos = self.position
         self.position = EpochPosition(samples=pos.samples + seen * self.dist.world,  # ranks' batches are equal
                                       sums=tuple(self.dist.sum([*sums.tolist(), images])),
                                       seconds=pos.seconds + seconds)
         self._save("last.pt")
+        if budget:
+            raise TimeBudget(f"the time budget train.max_seconds={self.cfg.train.max_seconds:g} was reached after "
+                             f"step {step} of epoch {self.epoch + 1} ({self.trained_seconds():.0f} s of training); "
+                             f"last.pt saved, continue with `vitlab train --resume {self.out} --set "
+                             "train.max_seconds=<more>`")
         name = (f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal
                 else "a signal to another rank")
         raise Interrupted(f"stopped by {name} after step {step} of epoch {self.epoch + 1}; "
