@@ -13,7 +13,8 @@ from vitlab import cli
 
 TINY_MODEL = {"name": "vit", "img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 1, "num_heads": 2,
               "mlp_dim": 64}
-TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5}
+TRAIN = {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False, "lr": 3e-3, "warmup_epochs": 0.5,
+         "device": "cpu"}  # the tests choose their device: the CPU, deterministic, also where a GPU is
 
 
 def n_params(model) -> int:

@@ -28,6 +28,7 @@ by operation in each step (``augment_ops.apply_ops``).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -214,6 +215,12 @@ class BatchRandAugment(_OpSequence):
         return f"BatchRandAugment(num_ops={self.num_ops}, magnitude={self.magnitude})"
 
 
+@functools.lru_cache
+def _log_ratio(ratio: tuple[float, float]) -> tuple[float, ...]:
+    """The float32 logs of the aspect-ratio bounds, as torchvision takes them (worked out once)."""
+    return tuple(torch.log(torch.tensor(ratio)).tolist())
+
+
 class BatchRandomErasing(_Batched):
     """Random erasing, as ``torchvision.transforms.v2.RandomErasing``: with probability ``p`` a box of
     ``scale`` of the image's area and aspect ratio (height / width) drawn log-uniformly from ``ratio`` is
@@ -225,10 +232,9 @@ class BatchRandomErasing(_Batched):
         self.p, self.scale, self.ratio, self.value = p, tuple(scale), tuple(ratio), float(value)
 
     def draw(self, n, generator):
-        log_ratio = torch.log(torch.tensor(self.ratio))
         return {"re_coin": torch.rand(n, generator=generator),
                 "re_scale": torch.empty(n, self.tries).uniform_(*self.scale, generator=generator),
-                "re_log_ratio": torch.empty(n, self.tries).uniform_(*log_ratio.tolist(), generator=generator),
+                "re_log_ratio": torch.empty(n, self.tries).uniform_(*_log_ratio(self.ratio), generator=generator),
                 "re_place": torch.rand(n, 2, dtype=torch.float64, generator=generator)}
 
     def boxes(self, params: dict, height: int, width: int) -> tuple[torch.Tensor, ...]:

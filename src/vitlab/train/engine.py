@@ -80,6 +80,15 @@ def device_settings(tc, device: torch.device) -> dict:
             "check_every": tc.check_every or (25 if cuda else 1)}
 
 
+def require_compiler() -> None:
+    """torch.compile's inductor writes C++ (and, on CUDA, Triton launchers) and needs a C compiler."""
+    import shutil
+
+    if not any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c):
+        raise UserError("train.compile needs a C compiler on this machine (gcc or clang; e.g. apt-get install "
+                        "gcc), or set train.compile=false")
+
+
 def apply_device_settings(settings: dict, threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
@@ -143,9 +152,15 @@ class Trainer:
         if self.dist.world > 1:
             self.net = self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # The uncompiled nets run what compiled ones would have to recompile for: the short last batch of
+        # an epoch or of the validation set. Training and evaluation have a compiled net each.
+        self.eager_net, self.eager_eval_net = self.net, self.eval_net
         if tc.compile:
-            self.net = torch.compile(self.net)
-            self.eval_net = self.net if self.ddp is None else torch.compile(self.model)
+            require_compiler()
+            self.net = torch.compile(self.net, dynamic=False)
+            self.eval_net = torch.compile(self.model, dynamic=False)
+        self.train_batch = tc.batch_size
+        self.eval_batch = tc.eval_batch_size or 2 * tc.batch_size
 
         self.epoch, self.best_acc, self.history = 0, -1.0, []
         self.position = EpochPosition()
@@ -176,7 +191,7 @@ class Trainer:
         """This rank's batches of an epoch, without the order's first ``skip`` samples."""
         tc = self.cfg.train
         ds = self.train_ds if train else self.val_ds
-        bs = tc.batch_size if train else (tc.eval_batch_size or 2 * tc.batch_size)
+        bs = tc.batch_size if train else (tc.eval_batch_size or 2 * tc.batch_size)  # the nets' batch sizes
         return make_batches(ds, bs, train=train, data_cfg=self.cfg.data, info=self.info,
                             device=self.device, seed=tc.seed, epoch=epoch, rank=self.dist.rank,
                             world=self.dist.world, skip=skip, num_workers=self.cfg.data.num_workers)
@@ -414,9 +429,10 @@ class Trainer:
             x, y = self.mixer(x, y)
         # the gradient all-reduce runs once per optimizer step, not on every micro-batch
         sync = contextlib.nullcontext() if step_done or self.ddp is None else self.ddp.no_sync()
+        net = self.net if len(x) == self.train_batch else self.eager_net
         with sync:
             with self._autocast():
-                logits = self.net(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
             self.scaler.scale(loss / group).backward()
         if step_done:
@@ -437,12 +453,13 @@ class Trainer:
         """(loss, top-1, top-5) on the validation set."""
         if self.ddp is not None:  # every rank evaluates with rank 0's buffers (batch-norm statistics)
             self.dist.broadcast_buffers(self.model)
-        self.eval_net.eval()
+        self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, top-1, top-5
         n = 0
         for x, y in self._batches(0, train=False):  # the ranks' shards may differ in size: no DDP here
+            net = self.eval_net if len(x) == self.eval_batch else self.eager_eval_net
             with self._autocast():
-                logits = self.eval_net(x.contiguous(memory_format=self.memory_format)).float()
+                logits = net(x.contiguous(memory_format=self.memory_format)).float()
             top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
             sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                                  (top[:, 0] == y).sum().double(), (top == y[:, None]).any(-1).sum().double()])
@@ -464,5 +481,5 @@ class Trainer:
         """Release the model wrappers, then leave the process group (distributed runs; with
         ``wait_for_all``, after every rank got there): DistributedDataParallel's reducer must
         not outlive the process group."""
-        self.net = self.eval_net = self.ddp = None
+        self.net = self.eval_net = self.eager_net = self.eager_eval_net = self.ddp = None
         finish_distributed(self.dist, wait_for_all)
