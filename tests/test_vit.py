@@ -248,3 +248,17 @@ def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
     a = m.forward_features(x)
     torch.manual_seed(1)
     assert not torch.allclose(a, m.forward_features(x))
+
+
+@pytest.mark.parametrize("pos_embed, pool", [("none", "avg"), ("relative", "avg"), ("learned", "cls")])
+def test_the_residual_stream_is_float32_under_bf16_autocast(pos_embed, pool):
+    """Under autocast the matmuls run in bf16, but the residual stream between blocks stays float32,
+    also without a class token or position table to add in float32."""
+    m = vitlab.create_model("vit", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_dim=64,
+                            pos_embed=pos_embed, pool=pool, class_token=pool == "cls")
+    seen = []
+    for blk in m.blocks:
+        blk.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(args[0].dtype), with_kwargs=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m(torch.randn(2, 3, 16, 16))
+    assert seen == [torch.float32, torch.float32]

@@ -325,7 +325,9 @@ class VisionTransformer(LinearHead, nn.Module):
         """Image (B, C, H, W) -> token sequence (B, P+N, D), class token, distillation
         token, patches, with position embeddings."""
         grid = self.patch_embed.grid_for(*x.shape[-2:])
-        x = self.patch_embed(x)
+        # the residual stream in the parameters' dtype: under autocast the patch projection gives bf16, and
+        # without a class token or a position table to add in float32 the whole stream would stay bf16
+        x = self.patch_embed(x).to(self.norm.weight.dtype)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat(prefix + [x], dim=1)
