@@ -414,7 +414,7 @@ def test_label_smoothing_loss_in_the_training_step(tmp_path, data_root, smoothin
     t = engine.Trainer(cfg, tmp_path / "run")
     logits = torch.zeros(2, 10)
     logits[:, 0] = 2.0  # both predict class 0
-    t.net = _FixedLogits(logits)
+    t.net = t.eager_net = _FixedLogits(logits)
     y = torch.tensor([0, 1])
     loss_sum, correct = t._step(torch.zeros(2, 1, 28, 28), y, False, 1).tolist()  # the images are counted on the host
     lse = math.log(math.exp(2) + 9)
