@@ -76,6 +76,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 10
     steps: int | None = None  # length in optimizer steps instead of epochs (the last epoch may be partial)
+    objective: str = "classification"  # classification | mpp (the ViT paper's masked patch prediction, no labels)
     max_seconds: float | None = None  # time budget of training (evaluation not counted): the run stops at the
     #                                   first check after it, saves last.pt and reports; --resume continues it
     batch_size: int = 128
@@ -340,6 +341,7 @@ SCHEDULES = ("cosine", "linear", "step", "constant")
 AMP = ("auto", "none", "bf16", "fp16")
 FREEZE = (None, "backbone")
 LOGGERS = ("tensorboard", "wandb", "mlflow", "neptune")
+OBJECTIVES = ("classification", "mpp")
 
 
 def _at_least(key: str, value, low, what: str = "") -> None:
@@ -377,6 +379,7 @@ def check_train(tc: TrainConfig) -> None:
     _one_of("train.optimizer", tc.optimizer, OPTIMIZERS)
     _one_of("train.schedule", tc.schedule, SCHEDULES)
     _one_of("train.amp", tc.amp, AMP)
+    _one_of("train.objective", tc.objective, OBJECTIVES)
     if tc.min_lr > tc.lr:
         raise UserError(f"train.min_lr ({tc.min_lr:g}) must not exceed train.lr ({tc.lr:g})")
     if tc.nesterov and tc.optimizer != "sgd":
@@ -424,6 +427,15 @@ def check_model_section(cfg: Config) -> None:
         if word in options:  # the builder names its option: name it as the config does
             raise UserError(f"model.{first} (model {m.name!r})") from None
         raise UserError(f"model {m.name!r}: {first}") from None
+    if cfg.train.objective == "mpp":
+        if not (callable(getattr(model, "grid_size", None)) and hasattr(model, "patch_embed")):
+            raise UserError(f"train.objective=mpp needs a ViT or hybrid ViT (patch embeddings to corrupt); "
+                            f"{m.name!r} has none: use train.objective=classification")
+        for key in ("mixup", "cutmix"):
+            if getattr(cfg.data, key):
+                raise UserError(f"data.{key} mixes labels, which train.objective=mpp does not use; set it to 0")
+        if cfg.train.label_smoothing:
+            raise UserError("train.label_smoothing applies to classification; set it to 0 with train.objective=mpp")
     if m.freeze_blocks:
         blocks = getattr(model, "blocks", None)
         if blocks is None:

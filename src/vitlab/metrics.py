@@ -64,13 +64,18 @@ def error_summary(preds: dict[str, torch.Tensor], classes: Sequence[str]) -> dic
             "wrong": n - int(conf.diag().sum())}
 
 
-def history_summary(history: list[dict]) -> dict:
+def history_summary(history: list[dict], objective: str = "classification") -> dict:
     """A run's result from its per-epoch rows (``metrics.csv``): ``best_acc`` and
-    ``best_epoch`` (the first of the best epochs), ``final_acc`` (the last epoch's),
-    ``epochs`` and ``seconds`` (the sum of whole epochs, evaluation included).
-    With no finished epoch the accuracies and the best epoch are None."""
+    ``best_epoch`` (the first of the best epochs: the highest validation accuracy, or
+    for masked patch prediction (``objective='mpp'``) the lowest validation loss, the
+    epoch of its ``best.pt``), ``final_acc`` (the last epoch's), ``epochs`` and
+    ``seconds`` (the sum of whole epochs, evaluation included). With no finished epoch
+    the accuracies and the best epoch are None."""
     if not history:
         return {"best_acc": None, "best_epoch": None, "final_acc": None, "epochs": 0, "seconds": 0.0}
-    best = max(history, key=lambda r: r["val_acc"])  # max keeps the first of equals
+    if objective == "mpp":
+        best = min(history, key=lambda r: r["val_loss"])  # min keeps the first of equals
+    else:
+        best = max(history, key=lambda r: r["val_acc"])  # max keeps the first of equals
     return {"best_acc": best["val_acc"], "best_epoch": best["epoch"], "final_acc": history[-1]["val_acc"],
-            "epochs": len(history), "seconds": sum(r["seconds"] for r in history)}
+            "best_loss": best["val_loss"], "epochs": len(history), "seconds": sum(r["seconds"] for r in history)}

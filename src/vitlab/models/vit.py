@@ -321,24 +321,27 @@ class VisionTransformer(LinearHead, nn.Module):
             return learned_table(self.pos_embed, self.num_prefix_tokens, build, grid)
         return learned_2d_table(self.pos_embed_x, self.pos_embed_y, self.pos_embed_cls, build, grid)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, corrupt=None) -> torch.Tensor:
         """Image (B, C, H, W) -> token sequence (B, P+N, D), class token, distillation
-        token, patches, with position embeddings."""
+        token, patches, with position embeddings. ``corrupt``: a function applied to the
+        patch embeddings (B, N, D) before the rest (masked patch prediction)."""
         grid = self.patch_embed.grid_for(*x.shape[-2:])
         # the residual stream in the parameters' dtype: under autocast the patch projection gives bf16, and
         # without a class token or a position table to add in float32 the whole stream would stay bf16
         x = self.patch_embed(x).to(self.norm.weight.dtype)
+        if corrupt is not None:
+            x = corrupt(x)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat(prefix + [x], dim=1)
         pos = self.position_embeddings(grid)
         return self.pos_drop(x if pos is None else x + pos)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, corrupt=None) -> torch.Tensor:
         """Image -> normed token sequence (B, P+N, D), prefix tokens first (not
-        normed with fc_norm, whose norm comes after pooling)."""
+        normed with fc_norm, whose norm comes after pooling). ``corrupt``: see ``embed``."""
         grid = self.patch_embed.grid_for(*x.shape[-2:])  # for the relative bias
-        x = self.embed(x)
+        x = self.embed(x, corrupt)
         for blk in self.blocks:
             x = blk(x, grid=grid)
         return self.norm(x)

@@ -51,6 +51,7 @@ from ..run.runtime import finish_distributed, init_distributed, resolve_device, 
 from .build import build_model, is_convolutional, weights_normalisation
 from .card import CardFacts, source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
+from .objectives import MaskedPatchPrediction
 from .optim import build_optimizer, build_scheduler, total_steps
 from .position import EpochPosition
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
@@ -141,24 +142,34 @@ class Trainer:
         if self.settings["channels_last"] and is_convolutional(self.model):
             self.memory_format = torch.channels_last
             self.model = self.model.to(memory_format=torch.channels_last)
+        # what trains: the model, or the model with the masked-patch-prediction head and mask token
+        self.mpp = None
+        if tc.objective == "mpp":
+            self.mpp = MaskedPatchPrediction(self.model, self.info.mean, self.info.std, tc.seed).to(self.device)
+            self.notes.append(f"objective: masked patch prediction ({self.mpp.corrupted_per_image} of "
+                              f"{self.mpp.num_patches} patches corrupted per image; {self.mpp.classes} colour "
+                              "classes; labels not used)")
+        trained = self.mpp if self.mpp is not None else self.model
+        self.per_image = self.mpp.corrupted_per_image if self.mpp is not None else 1  # predictions per image
         self.steps_per_epoch = math.ceil(len(self._batches(0, train=True)) / tc.accum_steps)
         self.total_steps = total_steps(tc, self.steps_per_epoch)
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.optimizer = build_optimizer(self.model, tc, fused=self.settings["fused"])
+        self.optimizer = build_optimizer(trained, tc, fused=self.settings["fused"])
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings["amp"] == "fp16")
-        self.net = self.eval_net = self.model
+        self.net = self.eval_net = trained
         self.ddp = None
-        if self.dist.world > 1:
+        if self.dist.world > 1:  # masked patch prediction leaves the classification head unused
             self.net = self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.mpp is not None)
         # The uncompiled nets run what compiled ones would have to recompile for: the short last batch of
         # an epoch or of the validation set. Training and evaluation have a compiled net each.
         self.eager_net, self.eager_eval_net = self.net, self.eval_net
         if tc.compile:
             require_compiler()
             self.net = torch.compile(self.net, dynamic=False)
-            self.eval_net = torch.compile(self.model, dynamic=False)
+            self.eval_net = torch.compile(trained, dynamic=False)
         self.train_batch = tc.batch_size
         self.eval_batch = tc.eval_batch_size or 2 * tc.batch_size
 
@@ -217,6 +228,8 @@ class Trainer:
         }
         if hasattr(model, "grid_size"):  # the patch grid, for resampling position embeddings on load
             state["grid_size"] = tuple(model.grid_size())
+        if self.mpp is not None:  # the mask token and the prediction head, apart from the model
+            state["objective"] = self.mpp.extra_state()
         if full:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                          scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.dist.world,
@@ -229,6 +242,8 @@ class Trainer:
             raise UserError(f"{self.out / 'last.pt'} cannot be resumed: it holds no {', '.join(missing)} "
                             "(best.pt holds weights only; resume from the last.pt of a run)")
         unwrap_model(self.model).load_state_dict(ckpt["model"])
+        if self.mpp is not None:
+            self.mpp.load_extra_state(ckpt.get("objective", {}))
         self._load_optimizer(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -295,7 +310,7 @@ class Trainer:
         finally:
             if logs:
                 logs.close()
-        return {**history_summary(self.history), "out": str(self.out), **(stopped or {})}
+        return {**history_summary(self.history, self.cfg.train.objective), "out": str(self.out), **(stopped or {})}
 
     def trained_seconds(self, since: float | None = None) -> float:
         """Seconds of training of the whole run (evaluation not counted): finished epochs, the part
@@ -327,7 +342,7 @@ class Trainer:
         tc, epoch, pos = self.cfg.train, self.epoch, self.position
         t0 = time.perf_counter()
         self._seed_epoch(epoch)
-        loss_n, correct_n, images = pos.sums or (0.0, 0.0, 0.0)
+        loss_n, correct_n, counted = pos.sums or (0.0, 0.0, 0.0)  # counted: predictions (images, or patches)
         sums = torch.tensor([loss_n, correct_n], dtype=torch.float64, device=self.device)  # stays on the device
         self.net.train()
         frozen_norms_to_eval(self.model)
@@ -337,6 +352,7 @@ class Trainer:
         bar = tqdm(total=n_batches + done_before, initial=done_before, desc=f"epoch {epoch + 1}/{self.total_epochs}",
                    disable=None if (tc.progress and self.dist.main) else True, leave=False, dynamic_ncols=True)
         seen, seen_t = 0, time.perf_counter()  # this rank's images in this session of the epoch
+        per = self.per_image
         for j, (x, y) in enumerate(batches):
             # micro-batch j of the optimizer step j // accum_steps; the last group may be shorter
             first = j - j % tc.accum_steps
@@ -357,27 +373,27 @@ class Trainer:
                 what = loss_n if not math.isfinite(loss_n) else "non-finite on another rank"
                 raise NonFiniteLoss(f"loss became {what} at epoch {epoch + 1}, step {done_before + j + 1}")
             if bar.disable is False:
-                n = images + seen
+                n = counted + seen * per
                 bar.set_postfix(loss=f"{loss_n / n:.4f}", acc=f"{100 * correct_n / n:.2f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                                 img_s=f"{seen / max(time.perf_counter() - seen_t, 1e-9):.0f}")
             if stop or budget:
-                self._interrupt(sums, images + seen, seen, time.perf_counter() - t0, done_before + j + 1,
+                self._interrupt(sums, counted + seen * per, seen, time.perf_counter() - t0, done_before + j + 1,
                                 budget=budget and not stop)
             if last:
                 break  # the epoch's end, or train.steps reached in its middle
         bar.close()
-        loss_n, correct_n, n = self.dist.sum([*sums.tolist(), images + seen])
-        return {"train_loss": loss_n / n, "train_acc": correct_n / n, "train_images": int(n),
+        loss_n, correct_n, n = self.dist.sum([*sums.tolist(), counted + seen * per])
+        return {"train_loss": loss_n / n, "train_acc": correct_n / n, "train_images": int(n) // per,
                 "train_seconds": pos.seconds + time.perf_counter() - t0, "started": t0, "seconds_before": pos.seconds}
 
-    def _interrupt(self, sums: torch.Tensor, images: int, seen: int, seconds: float, step: int,
+    def _interrupt(self, sums: torch.Tensor, counted: int, seen: int, seconds: float, step: int,
                    budget: bool = False):
         """Save where this epoch stands (sums over the ranks) in last.pt, then raise ``Interrupted``
         (``TimeBudget`` when ``budget``)."""
         pos = self.position
         self.position = EpochPosition(samples=pos.samples + seen * self.dist.world,  # ranks' batches are equal
-                                      sums=tuple(self.dist.sum([*sums.tolist(), images])),
+                                      sums=tuple(self.dist.sum([*sums.tolist(), counted])),
                                       seconds=pos.seconds + seconds)
         self._save("last.pt")
         if budget:
@@ -400,7 +416,10 @@ class Trainer:
                    seconds=train["seconds_before"] + time.perf_counter() - train["started"],
                    train_images=train["train_images"], train_seconds=train["train_seconds"])
         self.history.append(row)
-        is_best = val_acc > self.best_acc
+        if self.mpp is None:
+            is_best = val_acc > self.best_acc
+        else:  # masked patch prediction: the lowest validation loss
+            is_best = all(val_loss < r["val_loss"] for r in self.history[:-1])
         self.best_acc = max(self.best_acc, val_acc)
         if not self.dist.main:
             return
@@ -424,6 +443,8 @@ class Trainer:
         the device, not read by the host."""
         tc = self.cfg.train
         x = x.contiguous(memory_format=self.memory_format)
+        if self.mpp is not None:
+            return self._mpp_step(x, step_done, group)
         hard = y
         if self.mixer is not None:
             x, y = self.mixer(x, y)
@@ -436,17 +457,34 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
             self.scaler.scale(loss / group).backward()
         if step_done:
-            if tc.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used, for the log
-            self.scheduler.step()
+            self._optimizer_step()
         with torch.no_grad():
             correct = (logits.argmax(-1) == hard).sum()
             return torch.stack([loss.detach().double() * len(hard), correct.double()])
+
+    def _mpp_step(self, x: torch.Tensor, step_done: bool, group: int) -> torch.Tensor:
+        """``_step`` for masked patch prediction: the mean loss over the corrupted positions."""
+        n = self.mpp.count(len(x))
+        net = self.net if len(x) == self.train_batch else self.eager_net
+        sync = contextlib.nullcontext() if step_done or self.ddp is None else self.ddp.no_sync()
+        with sync:
+            with self._autocast():
+                loss_sum, correct = net(x)
+            self.scaler.scale(loss_sum / n / group).backward()
+        if step_done:
+            self._optimizer_step()
+        return torch.stack([loss_sum.detach().double(), correct.double()])
+
+    def _optimizer_step(self) -> None:
+        tc = self.cfg.train
+        if tc.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], tc.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used, for the log
+        self.scheduler.step()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float, float]:
@@ -454,6 +492,8 @@ class Trainer:
         if self.ddp is not None:  # every rank evaluates with rank 0's buffers (batch-norm statistics)
             self.dist.broadcast_buffers(self.model)
         self.model.eval()
+        if self.mpp is not None:
+            return self._evaluate_mpp()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, top-1, top-5
         n = 0
         for x, y in self._batches(0, train=False):  # the ranks' shards may differ in size: no DDP here
@@ -466,6 +506,25 @@ class Trainer:
             n += len(y)
         loss, c1, c5, n = self.dist.sum([*sums.tolist(), n])
         return loss / n, c1 / n, c5 / n
+
+    def _evaluate_mpp(self) -> tuple[float, float, float]:
+        """(MPP loss, MPP accuracy, MPP accuracy) on the validation set, over its corrupted positions, with
+        the same corruption at every epoch."""
+        self.mpp.eval()
+        self.mpp.generator = self.mpp.eval_generator(self.device)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        n = 0
+        try:
+            for x, _ in self._batches(0, train=False):
+                net = self.eval_net if len(x) == self.eval_batch else self.eager_eval_net
+                with self._autocast():
+                    loss_sum, correct = net(x.contiguous(memory_format=self.memory_format))
+                sums += torch.stack([loss_sum.double(), correct.double()])
+                n += self.mpp.count(len(x))
+        finally:
+            self.mpp.generator = None
+        loss, correct, n = self.dist.sum([*sums.tolist(), n])
+        return loss / n, correct / n, correct / n
 
     # -- the model card and the end --------------------------------------------------------------
     def card_facts(self) -> CardFacts:

@@ -109,6 +109,8 @@ eps 1e-6) in the last digits; timm's and vitlab's agree exactly.
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 from torch import nn
@@ -150,6 +152,10 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
         raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
     state, meta, origin = read(source)
     state = unwrap(state, meta, origin)
+    if isinstance(meta.get("objective"), dict) and meta["objective"]:  # a vitlab masked-patch-prediction run
+        logging.getLogger("vitlab.weights").warning(
+            "%s: left out the masked-patch-prediction parts of the pre-training run (%s)", origin,
+            ", ".join(sorted(meta["objective"])))
     layout, mapped, unused = map_layout(state, origin, set(model.state_dict()))
     fit(model, mapped, meta, layout, origin, unused, strict, interpolation)
     return model
