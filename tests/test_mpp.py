@@ -146,3 +146,23 @@ def test_a_cnn_is_refused(tmp_path, data, capsys):
     err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
     assert "train.objective=mpp needs a ViT" in err and "resnet18" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unlabelled_folder_pretrains(tmp_path, capsys):
+    """data.labels=none: every image under the folder, any depth, no classes; a classifier is refused."""
+    from PIL import Image
+
+    for i in range(24):
+        d = tmp_path / "photos" / ("a" if i % 2 else "b/c")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (10 * i, 255 - 10 * i, 128)).save(d / f"{i:03d}.png")
+    model = {"name": "vit", "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2,
+             "mlp_dim": 64}
+    data = {"name": "imagefolder", "root": str(tmp_path / "photos"), "labels": "none"}
+    cfg = write_config(tmp_path / "c.yaml", data, model, loggers=[], objective="mpp", epochs=1, batch_size=8)
+    assert cli.main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    ckpt = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert ckpt["dataset"]["classes"] == ["image"] and ckpt["objective"]["head.weight"].shape == (512, 32)
+    capsys.readouterr()
+    cls = write_config(tmp_path / "d.yaml", data, model, loggers=[], epochs=1)
+    assert "data.labels=none (unlabelled images) needs train.objective=mpp" in fails(capsys, "train", cls)

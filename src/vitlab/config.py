@@ -67,7 +67,8 @@ class DataConfig:
     #                                      copy per batch); None: on a GPU where they take under half its free memory
     mean: list[float] | None = None  # per-channel normalisation (None: the dataset's own statistics;
     std: list[float] | None = None   # Google's checkpoints were trained with 0.5, 0.5)
-    labels: str = "folders"  # imagefolder: 'folders' (a subfolder per class) | 'from_filename' (cat_0001.png)
+    labels: str = "folders"  # imagefolder: 'folders' (a subfolder per class) | 'from_filename' (cat_0001.png) |
+    #                          'none' (unlabelled images, for train.objective=mpp)
     bad_images: str = "skip"  # imagefolder: unreadable image files 'skip' (counted, listed) | 'error'
     holdout: float = 0.0  # keep this seeded, stratified fraction of the training set as the validation set
 
@@ -453,4 +454,6 @@ def check(cfg: Config) -> None:
 
     check_options(cfg.data)
     check_train(cfg.train)
+    if cfg.data.labels == "none" and cfg.train.objective != "mpp":
+        raise UserError("data.labels=none (unlabelled images) needs train.objective=mpp; a classifier needs labels")
     check_model_section(cfg)

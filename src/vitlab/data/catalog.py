@@ -39,7 +39,7 @@ from .readers import (Found, read_cifar_jpeg, read_cifar_python, read_idx_datase
 __all__ = ["DatasetInfo", "DatasetSpec", "DATASETS", "LABELS", "BAD_IMAGES", "canonical_name", "cache_dir",
            "default_roots", "download_dataset"]
 
-LABELS = ("folders", "from_filename")  # data.labels of an image folder
+LABELS = ("folders", "from_filename", "none")  # data.labels of an image folder ('none': unlabelled images)
 BAD_IMAGES = ("skip", "error")  # data.bad_images
 
 

@@ -360,6 +360,18 @@ def read_imagefolder(name: str, d: Path, spec, cfg) -> Found | None:
         val_dir = next((d / v for v in _VAL_DIRS if (d / v).is_dir()), None)
     by_name = cfg.labels == "from_filename"
     exts = " ".join(IMG_EXTENSIONS)
+    if cfg.labels == "none":  # unlabelled images (self-supervised pre-training): one class, every image under d
+        paths, skipped = scan_images(train_dir)
+        if not paths:
+            return None
+        val = None
+        if val_dir is not None:
+            val_paths, s = scan_images(val_dir)
+            skipped += s
+            val = ImageFileDataset(val_paths, [0] * len(val_paths), ["image"]) if val_paths else None
+        _warn_skipped(name, d, skipped)
+        return Found(ImageFileDataset(paths, [0] * len(paths), ["image"]), val, ["image"],
+                     _native_size(paths, train_dir), fixed_size=False, val_split="val")
     if by_name:
         paths, names, skipped = _scan_named(train_dir)
         if not paths:

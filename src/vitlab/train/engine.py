@@ -134,6 +134,9 @@ class Trainer:
             self.source = source_weights(cfg.model.pretrained)
             self.notes.append(weights_normalisation(cfg))
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, tc.seed)
+        if self.info.num_classes < 2 and tc.objective == "classification":
+            raise UserError(f"the training images hold {self.info.num_classes} class ({', '.join(self.info.classes)}): "
+                            "a classifier needs two or more (one folder per class)")
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
         self.notes.append(place_data(self.train_ds, self.val_ds, cfg.data, self.info, self.device))
         self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
