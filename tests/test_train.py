@@ -115,8 +115,8 @@ def test_resume_at_epoch_boundary_is_exact(tmp_path, data_root, straight_run, mo
     out = tmp_path / "run"
     real_plot = engine.plot_curves
 
-    def plot_then_die(path, history):  # the last thing an epoch does: epoch 1's files are all written
-        real_plot(path, history)
+    def plot_then_die(path, history, *args):  # the last thing an epoch does: epoch 1's files are all written
+        real_plot(path, history, *args)
         if len(history) == 1:
             raise _Crash
 

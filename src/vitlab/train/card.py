@@ -93,7 +93,7 @@ def card_lines(t: CardFacts) -> list[str]:
               if cfg.model.freeze_blocks else "every parameter trains")
     h = t.history
     if h:
-        run = history_summary(h)
+        run = history_summary(h, tc.objective)
         done = t.epochs_done >= t.total_epochs
         result = [f"- {'finished' if done else 'in progress'}: {len(h)} of {t.total_epochs} epochs, "
                   f"{t.steps_done:,} of {t.total_steps:,} optimizer steps",
@@ -117,6 +117,9 @@ def card_lines(t: CardFacts) -> list[str]:
         + (f"; label smoothing {tc.label_smoothing:g}" if tc.label_smoothing else ""), *(
             f"- {note}" for note in t.notes), "",
         "## Recipe", "",
+        *(["- objective: masked patch prediction (the ViT paper's section 4.6): half of each image's patch "
+           "embeddings corrupted, the mean colour of each corrupted patch predicted; labels not used; "
+           "`best.pt` is the epoch of the lowest validation loss"] if tc.objective == "mpp" else []),
         f"- {tc.optimizer}, peak learning rate {tc.lr:g}, {tc.schedule} schedule, warmup {warm}, "
         f"weight decay {tc.weight_decay:g}" + (f", momentum {tc.momentum:g}" if tc.optimizer == "sgd" else ""),
         f"- batch {global_batch} ({tc.batch_size} per process x {tc.accum_steps} accumulated x "

@@ -432,7 +432,7 @@ class Trainer:
             self._save("best.pt", full=False)
         self._save("last.pt")
         write_metrics(self.out / "metrics.csv", self.history)
-        plot_curves(self.out / "curves.png", self.history)
+        plot_curves(self.out / "curves.png", self.history, self.cfg.train.objective)
         write_card(self.out, self.card_facts())
         logs.scalars({k: row[k] for k in COLUMNS if k != "epoch"}, epoch)
         print(f"epoch {epoch}/{self.total_epochs}  train loss {row['train_loss']:.4f} "

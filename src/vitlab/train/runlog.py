@@ -26,7 +26,7 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-def plot_curves(path: Path, history: list[dict]) -> None:
+def plot_curves(path: Path, history: list[dict], objective: str = "classification") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -38,7 +38,9 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.plot(ep, [100 * r["train_acc"] for r in history], "o-", label="train")
     b.plot(ep, [100 * r["val_acc"] for r in history], "o-", label="val")
-    b.set(xlabel="epoch", ylabel="accuracy (%)", title="top-1 accuracy")
+    b.set(xlabel="epoch", ylabel="accuracy (%)",
+          title="masked patch prediction: accuracy at corrupted patches" if objective == "mpp" else "top-1 accuracy")
+    a.set(title="masked patch prediction loss" if objective == "mpp" else "loss")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
