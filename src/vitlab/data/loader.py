@@ -45,6 +45,8 @@ is resumed only if ``data.device_augment`` (saved with the run) picks the same.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -224,7 +226,8 @@ def make_batches(ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, d
     g = epoch_generator(seed, epoch)
     order = torch.randperm(len(ds), generator=g) if train else torch.arange(len(ds))
     order = shard(order, rank, world, skip, pad=train).tolist()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     loader = DataLoader(_SeededItems(ds, seed, epoch) if train else ds, batch_size=batch_size, sampler=order,
-                        num_workers=num_workers, generator=g, pin_memory=torch.device(device).type == "cuda",
+                        num_workers=min(num_workers, cpus),  # no more workers than CPUs (results do not change) generator=g, pin_memory=torch.device(device).type == "cuda",
                         persistent_workers=False)
     return _DeviceLoader(loader, device)

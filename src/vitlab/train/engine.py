@@ -52,7 +52,7 @@ from .build import build_model, is_convolutional, weights_normalisation
 from .card import CardFacts, source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
 from .objectives import MaskedPatchPrediction
-from .optim import build_optimizer, build_scheduler, total_steps
+from .optim import build_optimizer, build_scheduler, total_steps, warmup_steps
 from .position import EpochPosition
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
 
@@ -159,6 +159,9 @@ class Trainer:
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(trained, tc, fused=self.settings["fused"])
         self.scheduler = build_scheduler(self.optimizer, tc, self.steps_per_epoch)
+        _, clipped = warmup_steps(tc, self.steps_per_epoch)
+        if clipped:
+            self.notes.append(clipped)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings["amp"] == "fp16")
         self.net = self.eval_net = trained
         self.ddp = None

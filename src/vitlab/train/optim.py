@@ -76,12 +76,25 @@ def total_steps(tc, steps_per_epoch: int) -> int:
     return tc.steps if tc.steps else tc.epochs * steps_per_epoch
 
 
+def warmup_steps(tc, steps_per_epoch: int) -> tuple[int, str | None]:
+    """The warmup in optimizer steps, and a warning when it had to be shortened: a warmup as
+    long as the run (a preset's 5 epochs in a 2-epoch run) would never reach the peak rate, so
+    it is clipped to a tenth of the run."""
+    total = total_steps(tc, steps_per_epoch)
+    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(round(tc.warmup_epochs * steps_per_epoch))
+    if warmup < total:
+        return warmup, None
+    clipped = max(total // 10, 1) if total > 1 else 0
+    return clipped, (f"warning: the warmup ({warmup} steps) is not shorter than the run ({total} steps): clipped to "
+                     f"{clipped} steps, a tenth of the run")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int):
     """Per-step schedule over ``total_steps``. A run resumed with a longer length keeps its
     step count and follows the longer plan from there (not bit-equal to a run planned that
     long from the start: its earlier steps used the shorter plan's rates)."""
     total = total_steps(tc, steps_per_epoch)
-    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(round(tc.warmup_epochs * steps_per_epoch))
+    warmup, _ = warmup_steps(tc, steps_per_epoch)
     min_ratio = tc.min_lr / tc.lr if tc.lr > 0 else 0.0
     lr_factor(0, total=total, warmup=warmup, schedule=tc.schedule)  # validates the name early
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
