@@ -251,11 +251,12 @@ def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
 
 
 @pytest.mark.parametrize("pos_embed, pool", [("none", "avg"), ("relative", "avg"), ("learned", "cls")])
-def test_the_residual_stream_is_float32_under_bf16_autocast(pos_embed, pool):
+@pytest.mark.parametrize("fc_norm", [False, True])
+def test_the_residual_stream_is_float32_under_bf16_autocast(pos_embed, pool, fc_norm):
     """Under autocast the matmuls run in bf16, but the residual stream between blocks stays float32,
     also without a class token or position table to add in float32."""
     m = vitlab.create_model("vit", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_dim=64,
-                            pos_embed=pos_embed, pool=pool, class_token=pool == "cls")
+                            pos_embed=pos_embed, pool=pool, class_token=pool == "cls", fc_norm=fc_norm)
     seen = []
     for blk in m.blocks:
         blk.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(args[0].dtype), with_kwargs=True)

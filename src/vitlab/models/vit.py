@@ -328,7 +328,8 @@ class VisionTransformer(LinearHead, nn.Module):
         grid = self.patch_embed.grid_for(*x.shape[-2:])
         # the residual stream in the parameters' dtype: under autocast the patch projection gives bf16, and
         # without a class token or a position table to add in float32 the whole stream would stay bf16
-        x = self.patch_embed(x).to(self.norm.weight.dtype)
+        x = self.patch_embed(x)
+        x = x.to(self.blocks[0].norm1.weight.dtype if len(self.blocks) else x.dtype)
         if corrupt is not None:
             x = corrupt(x)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
