@@ -228,6 +228,6 @@ def make_batches(ds: Dataset, batch_size: int, *, train: bool, data_cfg, info, d
     order = shard(order, rank, world, skip, pad=train).tolist()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     loader = DataLoader(_SeededItems(ds, seed, epoch) if train else ds, batch_size=batch_size, sampler=order,
-                        num_workers=min(num_workers, cpus),  # no more workers than CPUs (results do not change) generator=g, pin_memory=torch.device(device).type == "cuda",
-                        persistent_workers=False)
+                        num_workers=min(num_workers, cpus),  # no more workers than CPUs: results do not change
+                        generator=g, pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
     return _DeviceLoader(loader, device)
