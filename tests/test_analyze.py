@@ -130,8 +130,8 @@ def test_error_numbers_agree_with_eval(runs, tmp_path):
 
 
 def test_gallery_and_mistakes_computed(tmp_path):
-    from vitlab.analysis.gallery import (confident_mistakes, denormalise, error_summary, gallery_indices,
-                                         prediction_rows)
+    from vitlab.analysis.gallery import confident_mistakes, denormalise, gallery_indices, prediction_rows
+    from vitlab.metrics import error_summary
 
     preds = {"target": torch.tensor([0, 1, 2, 1, 0]), "pred": torch.tensor([0, 2, 2, 0, 1]),
              "confidence": torch.tensor([0.9, 0.6, 0.8, 0.95, 0.6]), "loss": torch.ones(5),
@@ -198,7 +198,8 @@ def _draw_with(family: str, text: str) -> None:
 
 @pytest.mark.parametrize("classes", [CYRILLIC, CJK], ids=["cyrillic", "cjk"])
 def test_class_names_in_any_script_render(classes, tmp_path, caplog):
-    from vitlab.analysis.gallery import error_summary, plot_confusion_matrix, plot_gallery, plot_per_class
+    from vitlab.analysis.gallery import plot_confusion_matrix, plot_gallery, plot_per_class
+    from vitlab.metrics import error_summary
     from vitlab.analysis.figures import font_families
 
     cjk_fonts = [f for f in font_families() if "CJK" in f or f.startswith(("WenQuanYi", "Droid Sans", "Source Han"))]

@@ -274,3 +274,36 @@ def test_models_of_one_family_and_flops_of_resnets(capsys):
     # a ResNet takes any size: --img-size changes the input counted, not the model
     assert cli.main(["flops", "resnet50", "--img-size", "112"]) == 0
     assert capsys.readouterr().out.startswith("resnet50 at 3x112x112: 25,557,032 parameters, 1.08 GMACs")
+
+
+# --------------------------------------------------------------------------- `vitlab compare --x`
+
+
+def test_cost_picture_has_a_point_per_run_and_leaves_out_what_it_cannot_place(runs, tmp_path, capsys):
+    from vitlab.compare import COSTS, cost_points, plot_cost, training_flops
+
+    def fresh(ckpt):  # interrupted in its first epoch: no accuracy to place
+        ckpt.update(history=[], epoch=0, best_acc=-1.0, skip=2)
+
+    b = copy_run(runs["vit"], tmp_path / "fresh", fresh)
+    for x in COSTS:
+        out = tmp_path / x
+        out.mkdir()
+        assert cli.main(["compare", str(runs["vit"]), str(runs["resnet"]), str(b), "--out", str(out),
+                         "--x", x]) == 0
+        stdout = capsys.readouterr().out
+        assert f"not in compare_{x}.png (no finished epoch, or no {x} known): fresh" in stdout
+        assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.png", f"compare_{x}.png"]
+        with Image.open(out / f"compare_{x}.png") as im:
+            assert im.format == "PNG"
+    rows = compare_runs([runs["vit"], runs["resnet"], b])
+    for r in rows[:2]:  # compute: 2 x 3 x forward MACs x images seen
+        assert r["train_flops"] == training_flops(r["macs"], r["train_images"]) == 6 * r["macs"] * r["train_images"]
+    assert rows[2]["train_flops"] is None  # no epoch: no images seen known
+    shown, left = cost_points(rows, "compute")
+    assert [r["run"] for r in shown] == ["vit", "resnet"] and left == ["fresh"]
+    # the two points are drawn: the plot differs from one of the runs alone
+    assert plot_cost(rows, "compute") != plot_cost(rows[:1], "compute")
+    with pytest.raises(SystemExit):  # argparse: not a cost
+        cli.main(["compare", str(runs["vit"]), "--x", "flops"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from vitlab.data.augment_ops import OP_NAMES, apply_ops
 from vitlab.data.transforms import dataset_eval_transform
 from vitlab.data.loader import TensorBatches, make_batches, place_data
 from vitlab.errors import UserError
+from vitlab.run import runtime
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -164,4 +165,4 @@ def test_compile_runs_the_short_last_batch_uncompiled(trainer, monkeypatch):
 def test_compile_without_a_c_compiler_is_one_line(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(UserError, match="train.compile needs a C compiler"):
-        engine.require_compiler()
+        runtime.require_compiler()

@@ -8,7 +8,6 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
-from pathlib import Path
 
 import pytest
 

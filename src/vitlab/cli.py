@@ -96,6 +96,12 @@ def _train(trainer, cfg, out: Path, resume: bool) -> int:
         print(f"stopped: {s['stopped']}; validation top-1 there {100 * s['val_acc_now']:.2f}%"
               + (f", best finished epoch {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']})" if s["epochs"] else ""))
         return 0
+    if main and cfg.train.objective == "mpp":
+        print(f"done: best validation MPP loss {s['best_loss']:.4f} (epoch {s['best_epoch']}, best.pt), MPP accuracy "
+              f"there {100 * s['best_acc']:.2f}%, final {100 * s['final_acc']:.2f}%; {s['epochs']} epochs in "
+              f"{s['seconds']:.0f}s; run in {out}; fine-tune it with `vitlab finetune CONFIG --weights "
+              f"{out / 'best.pt'}`")
+        return 0
     if main:
         print(f"done: best val acc {100 * s['best_acc']:.2f}% (epoch {s['best_epoch']}), final "
               f"{100 * s['final_acc']:.2f}%, {s['epochs']} epochs in {s['seconds']:.0f}s; "
@@ -123,6 +129,29 @@ def _cmd_sweep(a) -> int:
     return 0
 
 
+def _cmd_study(a) -> int:
+    from .study import run_study
+    from .train.engine import Interrupted
+
+    try:
+        run_study(a.config, a.grid, a.x, a.set, out=a.out, fewshot=a.fewshot, fewshot_data=a.fewshot_data,
+                  fewshot_draws=a.fewshot_draws, fewshot_sets=a.fewshot_set)
+    except Interrupted as e:
+        print(f"vitlab: {e}; run the same study command with the same --out to continue the study",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_fewshot(a) -> int:
+    from .fewshot import fewshot_checkpoint, format_results
+
+    r = fewshot_checkpoint(a.checkpoint, a.data, a.shots, a.draws, a.set, device=a.device,
+                           batch_size=a.batch_size, seed=a.seed)
+    print(json.dumps(r, indent=1) if a.json else format_results(r))
+    return 0
+
+
 def _cmd_eval(a) -> int:
     from .analysis.figures import draw_confusion
     from .evaluate import evaluate_checkpoint
@@ -146,37 +175,47 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .evaluate import predict
+    from .evaluate import predict, write_predictions_csv
 
     if a.top_k < 1:
         raise UserError(f"--top-k must be 1 or more, got {a.top_k}")
-    results = predict(a.checkpoint, a.images, top_k=a.top_k, device=a.device)
+    if a.batch_size < 1:
+        raise UserError(f"--batch-size must be 1 or more, got {a.batch_size}")
+    source, images = a.checkpoint, a.images
+    if a.onnx:  # every positional is an image
+        source, images = a.onnx, [a.checkpoint] * bool(a.checkpoint) + a.images
+    if not source:
+        raise UserError("give a CHECKPOINT and one or more IMAGE files or folders (or --onnx FILE and IMAGEs)")
+    if a.csv and not Path(a.csv).parent.is_dir():
+        raise UserError(f"cannot write {a.csv}: the folder {Path(a.csv).parent} does not exist")
+    errors: list[str] = []  # one line per unreadable image; the others are still predicted
+    results = predict(source, images, top_k=a.top_k, device=a.device, batch_size=a.batch_size,
+                      onnx=bool(a.onnx), errors=errors)
+    if a.csv and results:
+        write_predictions_csv(results, a.csv)
     if a.json:
         print(json.dumps(results, indent=1))
-        return 0
-    for r in results:
-        print(r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    elif a.csv and results:
+        print(f"{len(results)} images: predictions in {a.csv}")
+    elif not a.csv:
+        for r in results:
+            print(r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    for msg in errors:
+        print(f"vitlab: error: {msg}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _cmd_export(a) -> int:
+    from .export import export
+
+    r = export(a.source, a.to, a.out, checkpoint=a.checkpoint, force=a.force)
+    c, h, w = r["input_size"]
+    print(f"exported {r['checkpoint']} ({r['model']}, {len(r['classes'])} classes, input {c}x{h}x{w}) "
+          f"for {r['format']}: {', '.join(r['files'])} in {r['out']}")
+    for note in r["notes"]:
+        print(f"note: {note}")
+    print(f"load it with: {r['loads']}")
     return 0
-
-
-def _model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tuple]:
-    """(parameters, MACs, input shape) of a registered model, built on the meta device (no memory, no time).
-
-    ``img_size`` sizes the model when it takes one (a ViT, a hybrid); a ResNet takes any size, so
-    there it only sets the input that is counted. Without it: the model's default size, or 224."""
-    import torch
-
-    from . import create_model
-    from .flops import model_size
-    from .models import model_defaults, model_options
-
-    kwargs = {"img_size": img_size} if img_size and "img_size" in model_options(name) else {}
-    with torch.device("meta"):
-        model = create_model(name, **kwargs)
-    d = model_defaults(name) | kwargs
-    size = img_size or d.get("img_size") or 224
-    shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
-    return (*model_size(model, shape), shape)
 
 
 def _natural(name: str) -> list:
@@ -185,7 +224,7 @@ def _natural(name: str) -> list:
 
 
 def _cmd_models(a) -> int:
-    from .flops import format_macs
+    from .flops import format_macs, model_stats
     from .models import list_models, model_description, model_family
     from .models.registry import FAMILIES
 
@@ -202,7 +241,7 @@ def _cmd_models(a) -> int:
         members = sorted((n for n in names if model_family(n) == family), key=_natural)
         print(f"\n{family}: {FAMILIES.get(family, family)} ({len(members)})")
         for name in members:
-            params, macs, shape = _model_stats(name)
+            params, macs, shape = model_stats(name)
             print(f"{name:<24}{params:>14,}{'x'.join(map(str, shape)):>14}{format_macs(macs):>14}  "
                   f"{model_description(name)}")
     print(f"\nMACs: {MACS_NOTE}, at the input shown (the model's default size; 224 px for a ResNet, "
@@ -211,12 +250,12 @@ def _cmd_models(a) -> int:
 
 
 def _cmd_flops(a) -> int:
-    from .flops import format_macs
+    from .flops import format_macs, model_stats
 
     if a.img_size is not None and a.img_size < 1:
         raise UserError(f"--img-size must be 1 or more, got {a.img_size}")
     try:
-        params, macs, shape = _model_stats(a.model, a.img_size)
+        params, macs, shape = model_stats(a.model, a.img_size)
     except ValueError as e:
         raise UserError(str(e)) from None
     print(f"{a.model} at {'x'.join(map(str, shape))}: {params:,} parameters, {format_macs(macs)} ({MACS_NOTE})")
@@ -224,13 +263,17 @@ def _cmd_flops(a) -> int:
 
 
 def _cmd_compare(a) -> int:
-    from .compare import check_out_dir, compare_runs, format_markdown, write_outputs
+    from .compare import check_cost, check_out_dir, compare_runs, cost_points, format_markdown, write_outputs
 
     out = check_out_dir(a.out or ".")  # before reading any run: a wrong --out fails at once
+    check_cost(a.x)
     rows = compare_runs(a.runs)
-    csv_path, png_path = write_outputs(rows, out)
+    paths = write_outputs(rows, out, x=a.x)
     print(format_markdown(rows))
-    print(f"\nwritten: {csv_path}, {png_path}")
+    if a.x and cost_points(rows, a.x)[1]:
+        print(f"\nnot in compare_{a.x}.png (no finished epoch, or no {a.x} known): "
+              + ", ".join(cost_points(rows, a.x)[1]))
+    print(f"\nwritten: {', '.join(map(str, paths))}")
     return 0
 
 
@@ -315,9 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=_cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-k classes of image files")
-    pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr = sub.add_parser("predict", help="top-k classes of image files (or folders of them)")
+    pr.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                    help="best.pt or last.pt of a run (none with --onnx)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders: every image file under them")
+    pr.add_argument("--onnx", metavar="FILE", help="an ONNX model made by `vitlab export --to onnx` instead of a "
+                    "checkpoint (needs onnxruntime)")
+    pr.add_argument("--batch-size", type=int, default=64, help="images read and run at once (default 64)")
+    pr.add_argument("--csv", metavar="FILE", help="write the predictions to this CSV file, one row per image")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--json", action="store_true")
@@ -350,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs: a Markdown table, compare.csv and compare.png")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `vitlab train`")
     c.add_argument("--out", help="existing folder for compare.csv and compare.png (default: the current one)")
+    c.add_argument("--x", choices=["compute", "params", "images_per_second"],
+                   help="also compare_<x>.png: final accuracy against this cost, one labelled point per run "
+                        "(compute: training FLOPs = 2 x 3 x forward MACs x images seen)")
     c.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser("bench", help="training and inference images/s of a model against timm's (torchvision's "
@@ -365,6 +416,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(b, "other model options, e.g. --set depth=6 pos_embed=none")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.set_defaults(func=_cmd_bench)
+
+    st = sub.add_parser("study", help="the paper's studies: one run per point of the grid's full product, "
+                                      "study.csv (size, compute, accuracy) and study.png against --x")
+    st.add_argument("config", nargs="+", help="YAML config; several: `config` becomes a grid key (their file names)")
+    st.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+                    help="values to run, e.g. --grid model.depth=2,4,8 (repeatable: the full product)")
+    st.add_argument("--x", required=True, metavar="KEY", help="the grid key on the plot's x axis")
+    _add_set(st, "override config values for every run")
+    st.add_argument("--out", help="study folder (default runs/study-<config>-<time>); run the same command "
+                    "with the same --out to continue an interrupted study")
+    st.add_argument("--fewshot", metavar="K1,K2,...", help="also few-shot linear evaluation of each run's final "
+                    "model with K images per class, e.g. 5,10 (needs --fewshot-data)")
+    st.add_argument("--fewshot-data", metavar="CONFIG", help="config whose dataset the few-shot evaluation uses "
+                    "(k-shot images from its training split, accuracy on its test split)")
+    st.add_argument("--fewshot-draws", type=int, default=3, help="draws of the k images (default 3)")
+    st.add_argument("--fewshot-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="override the few-shot data config, e.g. --fewshot-set data.root=/data/other")
+    st.set_defaults(func=_cmd_study)
+
+    fs = sub.add_parser("fewshot", help="few-shot linear evaluation of a checkpoint's frozen features "
+                                        "(regularised least squares, as the paper)")
+    fs.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    fs.add_argument("--data", required=True, metavar="CONFIG", help="config whose dataset is evaluated: k-shot "
+                    "images from its training split, top-1 on its validation/test split")
+    fs.add_argument("--shots", default="1,5,10,25", help="images per class (default 1,5,10,25)")
+    fs.add_argument("--draws", type=int, default=3, help="draws of the k images per class (default 3)")
+    fs.add_argument("--seed", type=int, default=0, help="seed of the first draw (default 0)")
+    _add_set(fs, "override the data config, e.g. --set data.root=/data/few")
+    fs.add_argument("--device", default="auto")
+    fs.add_argument("--batch-size", type=int, default=256)
+    fs.add_argument("--json", action="store_true", help="print the results as JSON")
+    fs.set_defaults(func=_cmd_fewshot)
+
+    ex = sub.add_parser("export", help="export a run's model for timm, Hugging Face transformers, ONNX or "
+                                       "torch.export, with its class names, input size and normalisation")
+    ex.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (its best.pt) or a checkpoint")
+    ex.add_argument("--to", required=True, metavar="FORMAT", help="timm, hf, onnx or pt2")
+    ex.add_argument("--out", required=True, help="folder for the exported files (new or empty)")
+    ex.add_argument("--checkpoint", default="best", help="of a run folder: best (default) or last")
+    ex.add_argument("--force", action="store_true",
+                    help="write into a folder that holds files (files of the same names are replaced)")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 

@@ -4,8 +4,15 @@ Each run folder's last.pt gives its model, dataset and per-epoch history; the
 model is rebuilt on the meta device for its parameters and MACs (no weights
 are read, no memory is taken), so runs of any size, family and dataset sit in
 one table. ``compare_runs`` returns one dict per run (raw numbers: the API for
-tests and notebooks); ``format_markdown`` makes the table, ``write_outputs``
-writes compare.csv and compare.png.
+tests and notebooks; ``summarise_run`` is one of them); ``format_markdown``
+makes the table, ``write_outputs`` writes compare.csv and compare.png, and with
+``x`` (``compute``, ``params`` or ``images_per_second``) also compare_<x>.png:
+the paper's performance-against-cost picture (its figure 5), one labelled point
+per run, whatever its family.
+
+Training compute (``train_flops``) counts 2 FLOPs per multiply-accumulate and
+a backward pass as twice the forward one: 2 x 3 x forward MACs x images seen
+(``training_flops``).
 """
 
 from __future__ import annotations
@@ -21,13 +28,24 @@ from .run.folder import RUN_FILES
 # compare.csv: one row per run, raw numbers (accuracies as fractions, as in metrics.csv); empty = unknown.
 CSV_COLUMNS = ["run", "path", "model", "family", "dataset", "params", "macs", "in_chans", "img_size",
                "best_val_acc", "best_epoch", "final_val_acc", "epochs", "epochs_planned", "train_seconds",
-               "includes_eval", "train_images", "images_per_second"]
+               "includes_eval", "train_images", "images_per_second", "train_flops"]
+# compare --x: the cost on the x axis -> (the row's key, the axis label)
+COSTS = {"compute": ("train_flops", "training compute (FLOPs: 2 x 3 x forward MACs x images seen)"),
+         "params": ("params", "parameters"),
+         "images_per_second": ("images_per_second", "training images per second")}
+
+
+def training_flops(macs: int, images: int) -> int:
+    """FLOPs of training on ``images`` images with a model of ``macs`` forward MACs per image:
+    2 FLOPs per multiply-accumulate, and a backward pass costing twice the forward one."""
+    return 2 * 3 * int(macs) * int(images)
 
 
 def compare_runs(paths: Iterable[str | Path]) -> list[dict]:
     """One dict per run folder, in the order given: the keys of ``CSV_COLUMNS``
     plus ``history`` (the run's per-epoch rows). Unknown values are None: the
-    best/final accuracies of a run with no finished epoch, the images/s of runs
+    best/final accuracies of a run with no finished epoch, the planned epochs of
+    a run measured in optimizer steps (``train.steps``), the images/s of runs
     made before vitlab recorded ``train_images`` and ``train_seconds`` (their
     ``train_seconds`` is then the sum of whole epochs, evaluation included, and
     ``includes_eval`` is True). Raises UserError (one line) for a path that is
@@ -43,7 +61,7 @@ def compare_runs(paths: Iterable[str | Path]) -> list[dict]:
             also = f" (also as {seen[key]})" if str(seen[key]) != str(p) else ""
             raise UserError(f"run {p} is given twice{also}; give each run once")
         seen[key] = p
-    rows = [_summarise(p) for p in paths]
+    rows = [summarise_run(p) for p in paths]
     # runs are named by their folder; folders of the same name (a/run, b/run) by the path given
     names = [r["run"] for r in rows]
     for r, p in zip(rows, paths):
@@ -64,7 +82,10 @@ def _check_run_folder(p: Path) -> None:
         raise UserError(f"{p} is not a run folder: it has no {' and no '.join(missing)}{first}")
 
 
-def _summarise(path: Path) -> dict:
+def summarise_run(path: str | Path) -> dict:
+    """One run folder's row (the keys of ``CSV_COLUMNS`` plus ``history``), as ``compare_runs``
+    gives it; ``train_flops`` is ``training_flops`` of its MACs and images seen (None where
+    the images are unknown). The folder must hold last.pt and config.yaml."""
     import torch
 
     from .flops import model_size
@@ -72,6 +93,7 @@ def _summarise(path: Path) -> dict:
     from .models.registry import model_family
     from .run import checkpoint
 
+    path = Path(path)
     last = path / "last.pt"
     # map_location="meta": the history and settings are read, the tensors (weights, optimizer) are not
     ckpt = checkpoint.load(last, map_location="meta")
@@ -101,9 +123,12 @@ def _summarise(path: Path) -> dict:
         "img_size": size,
         "best_val_acc": summary["best_acc"], "best_epoch": summary["best_epoch"],
         "final_val_acc": summary["final_acc"],
-        "epochs": len(hist), "epochs_planned": cfg.get("train", {}).get("epochs"),
+        # a run measured in optimizer steps (train.steps) has no planned number of epochs in its config
+        "epochs": len(hist),
+        "epochs_planned": None if cfg.get("train", {}).get("steps") else cfg.get("train", {}).get("epochs"),
         "train_seconds": seconds, "includes_eval": (not timed) if hist else None,
         "train_images": images, "images_per_second": images / seconds if timed and seconds > 0 else None,
+        "train_flops": training_flops(macs, images) if images is not None else None,
         "history": hist,
     }
 
@@ -116,8 +141,8 @@ def format_markdown(rows: list[dict]) -> str:
     from .flops import format_macs
 
     head = ["run", "model", "dataset", "params", "MACs", "input", "best val acc", "final val acc", "epochs",
-            "train time", "images/s"]
-    align = ["---", "---", "---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:"]
+            "train time", "images/s", "train compute"]
+    align = ["---", "---", "---", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"]
     lines = [_md_row(head), _md_row(align)]
     for r in rows:
         done = r["epochs"] > 0
@@ -136,15 +161,25 @@ def format_markdown(rows: list[dict]) -> str:
             f"{100 * r['final_val_acc']:.2f}%" if done else "",
             f"{r['epochs']}{planned}",
             (_duration(r["train_seconds"]) + (" incl. eval" if r["includes_eval"] else "")) if done else "",
-            ips]))
+            ips, format_flops(r["train_flops"]) if done and r["train_flops"] is not None else ""]))
     notes = ["MACs: multiply-accumulates of one image at the run's input size (channels x height x width), "
              "attention matmuls included.",
              "train time: the training loops of the finished epochs, evaluation excluded; images/s: training "
-             "images (all processes) per second of it."]
+             "images (all processes) per second of it.",
+             "train compute: 2 x 3 x forward MACs x training images seen (a backward pass counted as two "
+             "forward ones)."]
     if any(r["includes_eval"] for r in rows):
         notes.append("incl. eval: a run made before vitlab timed training apart from evaluation; its time is "
                      "that of whole epochs and its images/s is unknown.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+
+
+def format_flops(n: float) -> str:
+    """4.2e15 -> '4.20 PFLOPs'."""
+    for scale, unit in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}FLOPs"
+    return f"{int(n)} FLOPs"
 
 
 def _md_row(cells: list[str]) -> str:
@@ -197,6 +232,58 @@ def plot(rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def check_cost(x: str | None) -> str | None:
+    """``x`` if it is a cost ``plot_cost`` knows (or None); else ``UserError``."""
+    if x is not None and x not in COSTS:
+        raise UserError(f"--x {x!r} is not a cost; choose from {', '.join(COSTS)}")
+    return x
+
+
+def cost_points(rows: list[dict], x: str) -> tuple[list[dict], list[str]]:
+    """The runs ``plot_cost`` shows for the cost ``x``, and the names of those it leaves out: no
+    finished epoch, or the cost unknown (images/s and compute of a run made before vitlab timed
+    training apart from evaluation)."""
+    key = COSTS[check_cost(x)][0]
+    shown = [r for r in rows if r["epochs"] > 0 and r[key] is not None and r[key] > 0]
+    return shown, [r["run"] for r in rows if not any(r is s for s in shown)]
+
+
+def plot_cost(rows: list[dict], x: str) -> bytes:
+    """compare_<x>.png: final validation accuracy against the cost ``x`` (``COSTS``), one labelled
+    point per run (``cost_points``), a colour and marker per model family; the x axis is
+    logarithmic where the values span more than a factor of 10."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, label = COSTS[check_cost(x)]
+    shown, _ = cost_points(rows, x)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = "osD^v<>ph*"
+    families = list(dict.fromkeys(r["family"] for r in shown))
+    for i, fam in enumerate(families):
+        pts = [r for r in shown if r["family"] == fam]
+        ax.scatter([r[key] for r in pts], [100 * r["final_val_acc"] for r in pts], s=45,
+                   marker=markers[i % len(markers)], label=fam, zorder=3)
+        for r in pts:
+            ax.annotate(r["run"], (r[key], 100 * r["final_val_acc"]), textcoords="offset points", xytext=(5, 4),
+                        fontsize="x-small")
+    values = [r[key] for r in shown]
+    if values and max(values) > 10 * min(values):
+        ax.set_xscale("log")
+    ax.set(xlabel=label, ylabel="final validation top-1 accuracy (%)",
+           title=f"accuracy against {label.split(' (')[0]}: one point per run")
+    ax.margins(x=0.15, y=0.08)  # room for the labels
+    ax.grid(alpha=0.3, which="both")
+    if families:
+        ax.legend(title="family", fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def check_out_dir(out_dir: str | Path) -> Path:
     """The folder for compare.csv and compare.png: it must exist (no folder is made for a typo)."""
     out_dir = Path(out_dir)
@@ -206,14 +293,16 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def write_outputs(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write compare.csv and compare.png to ``out_dir`` (an existing folder), each atomically;
-    both are made in memory first, so a failure leaves no half-written file."""
+def write_outputs(rows: list[dict], out_dir: str | Path, x: str | None = None) -> list[Path]:
+    """Write compare.csv and compare.png to ``out_dir`` (an existing folder), and with ``x``
+    compare_<x>.png (``plot_cost``), each atomically; all are made in memory first, so a
+    failure leaves no half-written file. Returns the paths written."""
     from .files import atomic_write
 
     out_dir = check_out_dir(out_dir)
-    table, png = to_csv(rows).encode(), plot(rows)
-    csv_path, png_path = out_dir / "compare.csv", out_dir / "compare.png"
-    atomic_write(csv_path, lambda f: f.write(table))
-    atomic_write(png_path, lambda f: f.write(png))
-    return csv_path, png_path
+    files = {out_dir / "compare.csv": to_csv(rows).encode(), out_dir / "compare.png": plot(rows)}
+    if check_cost(x):
+        files[out_dir / f"compare_{x}.png"] = plot_cost(rows, x)
+    for path, data in files.items():
+        atomic_write(path, lambda f, data=data: f.write(data))
+    return list(files)

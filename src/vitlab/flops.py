@@ -105,3 +105,19 @@ def _attention_formulas() -> dict:
              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"]
     return {getattr(aten, n): sdpa for n in names
             if hasattr(aten, n) and getattr(aten, n) not in flop_registry}
+
+
+def model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tuple]:
+    """(parameters, MACs, input shape) of the registered model ``name``, built on the meta device
+    (no memory, no time). ``img_size`` sizes the model when it takes one (a ViT, a hybrid); a ResNet
+    takes any size, so there it only sets the input that is counted. Without it: the model's default
+    size, or 224."""
+    from .models import create_model, model_defaults, model_options
+
+    kwargs = {"img_size": img_size} if img_size and "img_size" in model_options(name) else {}
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    d = model_defaults(name) | kwargs
+    size = img_size or d.get("img_size") or 224
+    shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
+    return (*model_size(model, shape), shape)

@@ -30,8 +30,9 @@ import torch
 
 from ..errors import UserError
 from ._common import NotAnalysable
-from .gallery import (confident_mistakes, error_summary, gallery_indices, plot_confusion_matrix, plot_gallery,
-                      plot_per_class, predict_split, prediction_rows)
+from ..metrics import error_summary, predict_split
+from .gallery import (confident_mistakes, gallery_indices, plot_confusion_matrix, plot_gallery, plot_per_class,
+                      prediction_rows)
 from .figures import fonts
 from .plots import (plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
                     plot_rollout)

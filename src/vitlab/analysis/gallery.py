@@ -17,12 +17,10 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..metrics import confusion_matrix, error_summary, predict_split  # noqa: F401 (part of this module's API)
 from .figures import draw_confusion, new_figure, picture_paths, png_bytes, with_fonts, write_picture
 
 

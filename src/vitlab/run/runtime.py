@@ -1,5 +1,6 @@
-"""Where and how a run executes: the device, seeds and RNG state, and
-torch.distributed (set-up, the reductions the training loop needs, teardown).
+"""Where and how a run executes: the device and its speed switches (their
+per-device defaults), seeds and RNG state, and torch.distributed (set-up, the
+reductions the training loop needs, teardown).
 
 Distributed runs are launched by ``torchrun``; each process is one rank. The
 reductions are named helpers (``Dist.sum``, ``Dist.any``) so that the
@@ -41,6 +42,42 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise UserError(f"{key} is {name!r} but this machine has {count} GPU(s): cuda:0..cuda:{count - 1}")
     return dev
+
+
+def device_settings(tc, device: torch.device) -> dict:
+    """The config's speed switches with their per-device defaults (None/'auto') resolved."""
+    cuda = device.type == "cuda"
+    det = tc.deterministic if tc.deterministic is not None else not cuda
+    return {"amp": tc.amp if tc.amp != "auto" else ("bf16" if cuda else "none"),
+            "deterministic": det,
+            "tf32": tc.tf32 if tc.tf32 is not None else (cuda and not det),
+            "fused": tc.fused if tc.fused is not None else cuda,
+            "channels_last": tc.channels_last if tc.channels_last is not None else cuda,
+            "check_every": tc.check_every or (25 if cuda else 1)}
+
+
+def require_compiler() -> None:
+    """torch.compile's inductor writes C++ (and, on CUDA, Triton launchers) and needs a C compiler."""
+    import shutil
+
+    if not any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c):
+        raise UserError("train.compile needs a C compiler on this machine (gcc or clang; e.g. apt-get install "
+                        "gcc), or set train.compile=false")
+
+
+def apply_device_settings(settings: dict, threads: int) -> None:
+    """Threads, deterministic algorithms, cuDNN autotuning and TF32 as ``device_settings`` chose."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if settings["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
+    torch.backends.cudnn.allow_tf32 = settings["tf32"]
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -40,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__, config as config_mod
+from .. import config as config_mod
 from ..data.loader import make_batches, place_data
 from ..errors import UserError
 from ..metrics import history_summary
 from ..run import checkpoint
 from ..run.folder import RunFolder
-from ..run.runtime import finish_distributed, init_distributed, resolve_device, rng_state, seed_everything, \
-    set_rng_state, unwrap_model
+from ..run.runtime import (apply_device_settings, device_settings, finish_distributed, init_distributed,
+                           require_compiler, resolve_device, seed_everything, set_rng_state, unwrap_model)
 from .build import build_model, is_convolutional, weights_normalisation
 from .card import CardFacts, source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
@@ -55,6 +54,7 @@ from .objectives import MaskedPatchPrediction
 from .optim import build_optimizer, build_scheduler, total_steps, warmup_steps
 from .position import EpochPosition
 from .runlog import COLUMNS, Loggers, check_loggers, plot_curves, write_metrics
+from .state import CheckpointState
 
 
 class NonFiniteLoss(RuntimeError):
@@ -69,42 +69,7 @@ class TimeBudget(Interrupted):
     """``train.max_seconds`` reached: the step finished and last.pt was written."""
 
 
-def device_settings(tc, device: torch.device) -> dict:
-    """The config's speed switches with their per-device defaults (None/'auto') resolved."""
-    cuda = device.type == "cuda"
-    det = tc.deterministic if tc.deterministic is not None else not cuda
-    return {"amp": tc.amp if tc.amp != "auto" else ("bf16" if cuda else "none"),
-            "deterministic": det,
-            "tf32": tc.tf32 if tc.tf32 is not None else (cuda and not det),
-            "fused": tc.fused if tc.fused is not None else cuda,
-            "channels_last": tc.channels_last if tc.channels_last is not None else cuda,
-            "check_every": tc.check_every or (25 if cuda else 1)}
-
-
-def require_compiler() -> None:
-    """torch.compile's inductor writes C++ (and, on CUDA, Triton launchers) and needs a C compiler."""
-    import shutil
-
-    if not any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c):
-        raise UserError("train.compile needs a C compiler on this machine (gcc or clang; e.g. apt-get install "
-                        "gcc), or set train.compile=false")
-
-
-def apply_device_settings(settings: dict, threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if settings["deterministic"]:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
-    torch.backends.cudnn.allow_tf32 = settings["tf32"]
-
-
-class Trainer:
+class Trainer(CheckpointState):
     """Build everything a run needs from a config, then ``fit()``.
 
     The run folder is made only after the data and the model were built, so
@@ -218,67 +183,6 @@ class Trainer:
         if amp == "none":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-    # -- checkpoints -----------------------------------------------------------------------------
-    def _state(self, full: bool) -> dict:
-        model = unwrap_model(self.model)
-        state = {
-            "model": model.state_dict(),
-            "model_name": model.model_name,
-            "model_args": model.model_args,
-            "config": self.cfg.to_dict(),
-            "dataset": {k: getattr(self.info, k) for k in ("name", "num_classes", "in_chans", "img_size",
-                                                           "mean", "std", "classes")},
-            "epoch": self.epoch, "best_acc": self.best_acc, "history": self.history,
-            "vitlab_version": __version__, "source_weights": self.source,
-        }
-        if hasattr(model, "grid_size"):  # the patch grid, for resampling position embeddings on load
-            state["grid_size"] = tuple(model.grid_size())
-        if self.mpp is not None:  # the mask token and the prediction head, apart from the model
-            state["objective"] = self.mpp.extra_state()
-        if full:
-            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         scaler=self.scaler.state_dict(), rng=rng_state(), world_size=self.dist.world,
-                         **self.position.state())
-        return state
-
-    def _restore(self, ckpt: dict) -> None:
-        missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "epoch") if k not in ckpt]
-        if missing:  # e.g. best.pt (weights only) copied over last.pt
-            raise UserError(f"{self.out / 'last.pt'} cannot be resumed: it holds no {', '.join(missing)} "
-                            "(best.pt holds weights only; resume from the last.pt of a run)")
-        unwrap_model(self.model).load_state_dict(ckpt["model"])
-        if self.mpp is not None:
-            self.mpp.load_extra_state(ckpt.get("objective", {}))
-        self._load_optimizer(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.best_acc, self.history = ckpt["epoch"], ckpt["best_acc"], ckpt["history"]
-        self.source = ckpt.get("source_weights")
-        self.position = EpochPosition.from_checkpoint(ckpt, self.cfg.train.batch_size)
-        if self.position.started and not self.dist.main:  # rank 0 carries the summed partial sums
-            self.position.sums = (0.0, 0.0, 0.0)
-        # The saved RNG state is rank 0's: restored exactly by a one-process run of a one-process
-        # checkpoint; with several processes each rank reseeds from (seed, epoch, position, rank).
-        same = self.dist.world == 1 and ckpt.get("world_size", 1) == 1
-        self._resume_rng = ckpt["rng"] if same else None
-
-    def _load_optimizer(self, state: dict) -> None:
-        """The saved optimizer state, run with this machine's kernels: the saved ``fused`` and
-        ``foreach`` flags (of the machine that saved it) are replaced by this run's."""
-        kernels = {k: g[k] for g in self.optimizer.param_groups for k in ("fused", "foreach") if k in g}
-        self.optimizer.load_state_dict(state)
-        for g in self.optimizer.param_groups:
-            g.update(kernels)
-
-    def _save(self, name: str, full: bool = True) -> None:
-        if self.dist.main:
-            checkpoint.save(self._state(full), self.out / name)
-
-    @property
-    def steps_done(self) -> int:
-        """Batches of the current epoch already trained on by each rank (for messages)."""
-        return self.position.steps(self.cfg.train.batch_size, self.dist.world)
 
     # -- signals ---------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
