@@ -127,6 +127,11 @@ def test_pretrain_resume_exactly_then_finetune(tmp_path, data, monkeypatch, caps
     assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
     best = min(a["history"], key=lambda r: r["val_loss"])["epoch"]
     assert checkpoint.load(straight / "best.pt")["epoch"] == best  # best.pt follows the validation loss
+    from vitlab.compare import compare_runs, format_markdown
+    row = compare_runs([straight])[0]
+    assert row["objective"] == "mpp" and row["best_epoch"] == best and row["train_images"] == 2 * 64
+    assert "(MPP)" in format_markdown([row])
+    assert "masked patch prediction" in (straight / "model_card.md").read_text()
 
     # fine-tuning takes the model's weights and leaves the pre-training parts out, saying so
     model = vitlab.create_model("vit", **{k: v for k, v in TINY_MODEL.items() if k != "name"}, in_chans=1,

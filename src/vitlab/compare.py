@@ -26,7 +26,7 @@ from .errors import UserError
 from .run.folder import RUN_FILES
 
 # compare.csv: one row per run, raw numbers (accuracies as fractions, as in metrics.csv); empty = unknown.
-CSV_COLUMNS = ["run", "path", "model", "family", "dataset", "params", "macs", "in_chans", "img_size",
+CSV_COLUMNS = ["run", "path", "model", "family", "objective", "dataset", "params", "macs", "in_chans", "img_size",
                "best_val_acc", "best_epoch", "final_val_acc", "epochs", "epochs_planned", "train_seconds",
                "includes_eval", "train_images", "images_per_second", "train_flops"]
 # compare --x: the cost on the x axis -> (the row's key, the axis label)
@@ -112,13 +112,15 @@ def summarise_run(path: str | Path) -> dict:
     params, macs = model_size(model, (ds["in_chans"], size, size))
 
     hist = list(ckpt["history"])
-    summary = history_summary(hist)
+    objective = cfg.get("train", {}).get("objective", "classification")
+    summary = history_summary(hist, objective)  # masked patch prediction: its own accuracy, best by loss
     timed = bool(hist) and all("train_seconds" in r and "train_images" in r for r in hist)
     seconds = (sum(r["train_seconds"] for r in hist) if timed else
                sum(r["seconds"] for r in hist) if hist else None)
     images = sum(r["train_images"] for r in hist) if timed else None
     return {
-        "run": path.resolve().name, "path": str(path), "model": name, "family": family, "dataset": ds["name"],
+        "run": path.resolve().name, "path": str(path), "model": name, "family": family, "objective": objective,
+        "dataset": ds["name"],
         "params": params, "macs": macs, "in_chans": ds["in_chans"],
         "img_size": size,
         "best_val_acc": summary["best_acc"], "best_epoch": summary["best_epoch"],
@@ -155,7 +157,8 @@ def format_markdown(rows: list[dict]) -> str:
             ips = f"{r['images_per_second']:,.0f}" if r["images_per_second"] >= 100 else \
                 f"{r['images_per_second']:.1f}"
         lines.append(_md_row([
-            r["run"], r["model"], r["dataset"], f"{r['params']:,}", format_macs(r["macs"]),
+            r["run"], r["model"] + (" (MPP)" if r.get("objective") == "mpp" else ""), r["dataset"],
+            f"{r['params']:,}", format_macs(r["macs"]),
             f"{r['in_chans']}x{r['img_size']}x{r['img_size']}",
             f"{100 * r['best_val_acc']:.2f}% (epoch {r['best_epoch']})" if done else "no finished epoch",
             f"{100 * r['final_val_acc']:.2f}%" if done else "",
@@ -164,6 +167,9 @@ def format_markdown(rows: list[dict]) -> str:
             ips, format_flops(r["train_flops"]) if done and r["train_flops"] is not None else ""]))
     notes = ["MACs: multiply-accumulates of one image at the run's input size (channels x height x width), "
              "attention matmuls included.",
+             *(["(MPP): a masked-patch-prediction run; its accuracies are of the corrupted patches' colours, "
+                "its best epoch the lowest validation loss."] if any(r.get("objective") == "mpp" for r in rows)
+               else []),
              "train time: the training loops of the finished epochs, evaluation excluded; images/s: training "
              "images (all processes) per second of it.",
              "train compute: 2 x 3 x forward MACs x training images seen (a backward pass counted as two "
