@@ -189,7 +189,7 @@ def _glyph_problems(draw, caplog) -> list[str]:
 
 
 def _draw_with(family: str, text: str) -> None:
-    from vitlab.analysis.figures import new_figure, png_bytes
+    from vitlab.plotting import new_figure, png_bytes
 
     fig = new_figure(figsize=(2, 1))
     fig.text(0.1, 0.5, text, family=family)

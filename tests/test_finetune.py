@@ -4,15 +4,12 @@ freezing, the model card, longer runs on resume, `--set a=1 b=2`, and `vitlab sw
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 
 import pytest
 import torch
 
 import vitlab.sweep as sweep
-import vitlab.train.engine as engine
-from tiny import TINY_MODEL, fails, make_fashion, write_config
+from tiny import TINY_MODEL, fails, make_fashion, signal_after_step, write_config
 from vitlab import cli
 from vitlab.run import checkpoint
 from vitlab import config as cfgmod
@@ -67,16 +64,7 @@ def test_finetune_command_model_card_and_resume_without_the_weights_file(tmp_pat
     weights.write_bytes(pretrained.read_bytes())
     cfg = write_config(tmp_path / "ft.yaml", data, loggers=[], epochs=2)
     out = tmp_path / "run"
-    real_step, calls = engine.Trainer._step, [0]
-
-    def step(self, *args):
-        result = real_step(self, *args)
-        calls[0] += 1
-        if calls[0] == 10:  # epoch 2, step 2 of 8
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(engine.Trainer, "_step", step)
+    signal_after_step(monkeypatch, 10)  # epoch 2, step 2 of 8
     assert cli.main(["finetune", str(cfg), "--weights", str(weights), "--out", str(out)]) == 130
     monkeypatch.undo()
     card = (out / "model_card.md").read_text()

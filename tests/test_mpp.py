@@ -5,15 +5,12 @@ fine-tune from the checkpoint; a CNN is refused."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 
 import pytest
 import torch
 
 import vitlab
-import vitlab.train.engine as engine
-from tiny import TINY_MODEL, fails, make_fashion, write_config
+from tiny import TINY_MODEL, fails, make_fashion, signal_after_step, write_config
 from vitlab import cli
 from vitlab.run import checkpoint
 from vitlab.train.objectives import MASK, RANDOM, MaskedPatchPrediction
@@ -105,16 +102,7 @@ def test_pretrain_resume_exactly_then_finetune(tmp_path, data, monkeypatch, caps
     assert cli.main(["train", str(cfg), "--out", str(straight)]) == 0
     assert "best validation MPP loss" in capsys.readouterr().out
 
-    real_step, calls = engine.Trainer._step, [0]
-
-    def step(self, *args):
-        result = real_step(self, *args)
-        calls[0] += 1
-        if calls[0] == 6:  # epoch 2, step 2 of 4
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(engine.Trainer, "_step", step)
+    signal_after_step(monkeypatch, 6)  # epoch 2, step 2 of 4
     assert cli.main(["train", str(cfg), "--out", str(out)]) == 130
     monkeypatch.undo()
     assert checkpoint.load(out / "last.pt")["skip_samples"] == 32

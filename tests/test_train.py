@@ -6,7 +6,6 @@ real IDX format and a ViT of 11k parameters (each run takes about a second)."""
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from torch import nn
 
 import vitlab.train.engine as engine
 import tiny
-from tiny import TINY_MODEL, make_fashion
+from tiny import TINY_MODEL, make_fashion, signal_after_step
 from vitlab import cli, create_model, files
 from vitlab.errors import UserError
 from vitlab.run import checkpoint
@@ -152,24 +151,10 @@ def test_kill_right_after_last_checkpoint_keeps_best_checkpoint(tmp_path, data_r
     assert_same_run(out, straight_run)
 
 
-def _signal_after_step(monkeypatch, n: int, sig=signal.SIGINT) -> None:
-    """Deliver a real signal to this process right after the n-th training batch (1-based)."""
-    real_step, calls = engine.Trainer._step, [0]
-
-    def step(self, *args):
-        result = real_step(self, *args)
-        calls[0] += 1
-        if calls[0] == n:
-            os.kill(os.getpid(), sig)
-        return result
-
-    monkeypatch.setattr(engine.Trainer, "_step", step)
-
-
 def test_resume_after_sigint_mid_epoch_is_exact(tmp_path, data_root, straight_run, monkeypatch, capsys):
     out = tmp_path / "run"
     handler = signal.getsignal(signal.SIGINT)
-    _signal_after_step(monkeypatch, STEPS + 2)  # epoch 2, step 2 of 4
+    signal_after_step(monkeypatch, STEPS + 2)  # epoch 2, step 2 of 4
     assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
     err = capsys.readouterr().err
     assert "stopped by signal SIGINT after step 2 of epoch 2" in err and "--resume" in err
@@ -185,7 +170,7 @@ def test_resume_after_sigint_mid_epoch_is_exact(tmp_path, data_root, straight_ru
 
 def test_sigterm_in_first_epoch_then_resume_is_exact(tmp_path, data_root, straight_run, monkeypatch, capsys):
     out = tmp_path / "run"
-    _signal_after_step(monkeypatch, 1, signal.SIGTERM)
+    signal_after_step(monkeypatch, 1, signal.SIGTERM)
     assert train(write_config(tmp_path / "cfg.yaml", data_root), out) == 130
     assert "SIGTERM after step 1 of epoch 1" in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()  # no epoch finished
@@ -202,7 +187,7 @@ def test_per_image_transforms_do_not_depend_on_workers_or_resume(tmp_path, data_
     straight = tmp_path / "straight"
     assert train(write_config(tmp_path / "a.yaml", data_root), straight, *sets) == 0
     out = tmp_path / "run"
-    _signal_after_step(monkeypatch, STEPS + 2)
+    signal_after_step(monkeypatch, STEPS + 2)
     assert train(write_config(tmp_path / "b.yaml", data_root), out, *sets, "data.num_workers=2") == 130
     monkeypatch.undo()
     assert resume(out) == 0
@@ -214,7 +199,7 @@ def test_resume_with_gradient_accumulation_is_exact(tmp_path, data_root, monkeyp
     """An interruption between the two batches of an accumulated step must not lose the first one's gradient."""
     cfg = write_config(tmp_path / "cfg.yaml", data_root, accum_steps=2)
     assert train(cfg, tmp_path / "straight") == 0
-    _signal_after_step(monkeypatch, STEPS + 1)  # epoch 2, after the first half of its first optimizer step
+    signal_after_step(monkeypatch, STEPS + 1)  # epoch 2, after the first half of its first optimizer step
     assert train(cfg, tmp_path / "cut") == 130
     monkeypatch.undo()
     assert resume(tmp_path / "cut") == 0

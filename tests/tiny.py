@@ -55,3 +55,23 @@ def fails(capsys, *argv, quiet: bool = True) -> str:
     if quiet:
         assert captured.out == ""
     return err.strip()
+
+
+def signal_after_step(monkeypatch, n: int, sig=None) -> None:
+    """Deliver a real signal (SIGINT by default) to this process right after the trainer's n-th
+    training batch (1-based)."""
+    import os
+    import signal
+
+    import vitlab.train.engine as engine
+
+    real_step, calls = engine.Trainer._step, [0]
+
+    def step(self, *args):
+        result = real_step(self, *args)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGINT if sig is None else sig)
+        return result
+
+    monkeypatch.setattr(engine.Trainer, "_step", step)

@@ -214,12 +214,11 @@ def to_csv(rows: list[dict]) -> str:
 
 def plot(rows: list[dict]) -> bytes:
     """compare.png: validation accuracy and training loss per epoch, one line per run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import new_figure, png_bytes
     from matplotlib.ticker import MaxNLocator
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(figsize=(11, 4.2))
+    a, b = fig.subplots(1, 2)
     for r in rows:
         ep = [h["epoch"] for h in r["history"]]
         label = r["run"] if r["history"] else f"{r['run']} (no finished epoch)"
@@ -232,10 +231,7 @@ def plot(rows: list[dict]) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def check_cost(x: str | None) -> str | None:
@@ -258,13 +254,12 @@ def plot_cost(rows: list[dict], x: str) -> bytes:
     """compare_<x>.png: final validation accuracy against the cost ``x`` (``COSTS``), one labelled
     point per run (``cost_points``), a colour and marker per model family; the x axis is
     logarithmic where the values span more than a factor of 10."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import new_figure, png_bytes
 
     key, label = COSTS[check_cost(x)]
     shown, _ = cost_points(rows, x)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig = new_figure(figsize=(7.5, 5))
+    ax = fig.subplots()
     markers = "osD^v<>ph*"
     families = list(dict.fromkeys(r["family"] for r in shown))
     for i, fam in enumerate(families):
@@ -284,10 +279,7 @@ def plot_cost(rows: list[dict], x: str) -> bytes:
     if families:
         ax.legend(title="family", fontsize="small")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def check_out_dir(out_dir: str | Path) -> Path:

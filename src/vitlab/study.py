@@ -194,9 +194,7 @@ def plot(keys: list[str], x: str, rows: list[dict], shots: list[int] | None) -> 
     with few-shot columns, a panel per k (mean, the spread over draws as error bars). A numeric
     axis is logarithmic where the values span more than a factor of 10; other values sit in
     the grid's order."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import new_figure, png_bytes
 
     others = [k for k in keys if k != x]
     xs = list(dict.fromkeys(r["point"][x] for r in rows))
@@ -204,7 +202,8 @@ def plot(keys: list[str], x: str, rows: list[dict], shots: list[int] | None) -> 
     nums = [_number(v) for v in xs]
     where = dict(zip(xs, nums)) if numeric else {v: i for i, v in enumerate(xs)}
     panels = [("final", None)] + [("fewshot", k) for k in shots or ()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.3), squeeze=False)
+    fig = new_figure(figsize=(5.5 * len(panels), 4.3))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     groups = list(dict.fromkeys(tuple(r["point"][k] for k in others) for r in rows))
     for ax, (what, k) in zip(axes[0], panels):
         for g in groups:
@@ -229,10 +228,7 @@ def plot(keys: list[str], x: str, rows: list[dict], shots: list[int] | None) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_outputs(folder: Path, keys: list[str], x: str, rows: list[dict], shots: list[int] | None) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..files import write_bytes
+from ..plotting import new_figure
 
 # Font families in order of preference; each glyph is drawn with the first one that has it.
 # DejaVu Sans (matplotlib's default, shipped with it) comes first, so Latin, Greek and Cyrillic
@@ -98,21 +98,6 @@ def write_picture(png_path: Path, png: bytes, data_path: Path, data: bytes) -> t
     return png_path, data_path
 
 
-def new_figure(**kwargs):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
 def json_bytes(data: dict) -> bytes:
     return (json.dumps(data) + "\n").encode()
 
@@ -138,14 +123,11 @@ def draw_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, tit
     """The confusion matrix ``conf`` (true class x predicted class, counts) as a PNG, coloured
     by the fraction of each true class; up to 30 classes, each cell also shows its count, or
     with ``normalised`` its fraction of the row (the row-normalised matrix)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = len(classes)
     norm = conf.float() / conf.sum(1, keepdim=True).clamp(min=1)
     size = min(4 + 0.45 * k, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
     if k <= 30:
         ax.set_xticks(range(k), classes, rotation=90)
@@ -159,4 +141,3 @@ def draw_confusion(conf: torch.Tensor, classes: list[str], path: str | Path, tit
     ax.set(xlabel="predicted", ylabel="true", title=title or default)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

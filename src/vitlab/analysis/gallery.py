@@ -21,7 +21,8 @@ from typing import Sequence
 
 import torch
 
-from .figures import draw_confusion, new_figure, picture_paths, png_bytes, with_fonts, write_picture
+from ..plotting import new_figure, png_bytes
+from .figures import draw_confusion, picture_paths, with_fonts, write_picture
 
 
 def gallery_indices(n: int, count: int) -> torch.Tensor:

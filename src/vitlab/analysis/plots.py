@@ -24,7 +24,8 @@ from .distance import mean_attention_distance, patch_distances
 from .filters import filter_pca
 from .posembed import pos_embed_similarity
 from .rollout import attention_rollout
-from .figures import colormap, displayable, json_bytes, new_figure, picture_paths, png_bytes, write_picture
+from ..plotting import new_figure, png_bytes
+from .figures import colormap, displayable, json_bytes, picture_paths, write_picture
 
 def plot_rollout(model, images: torch.Tensor, path: str | Path, head_fusion: str = "mean",
                  discard_ratio: float = 0.0, columns: int = 4) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import atomic_write
+from ..files import atomic_write, write_bytes
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 _EXTERNAL = {"wandb": "wandb", "mlflow": "mlflow", "neptune": "neptune"}
@@ -27,12 +27,11 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def plot_curves(path: Path, history: list[dict], objective: str = "classification") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import new_figure, png_bytes
 
     ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [r["train_loss"] for r in history], "o-", label="train")
     a.plot(ep, [r["val_loss"] for r in history], "o-", label="val")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -45,10 +44,7 @@ def plot_curves(path: Path, history: list[dict], objective: str = "classificatio
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    write_bytes(path, png_bytes(fig))
 
 
 def check_loggers(names: list[str]) -> None:
