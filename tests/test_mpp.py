@@ -120,6 +120,10 @@ def test_pretrain_resume_exactly_then_finetune(tmp_path, data, monkeypatch, caps
     assert row["objective"] == "mpp" and row["best_epoch"] == best and row["train_images"] == 2 * 64
     assert "(MPP)" in format_markdown([row])
     assert "masked patch prediction" in (straight / "model_card.md").read_text()
+    capsys.readouterr()
+    for argv in (["eval", straight / "best.pt"], ["predict", straight / "best.pt", straight / "curves.png"]):
+        err = fails(capsys, *argv)  # its classification head never trained
+        assert "masked-patch-prediction (pre-training) run" in err and "vitlab finetune" in err
 
     # fine-tuning takes the model's weights and leaves the pre-training parts out, saying so
     model = vitlab.create_model("vit", **{k: v for k, v in TINY_MODEL.items() if k != "name"}, in_chans=1,

@@ -25,6 +25,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), device: str
     ``data.root=...`` or ``data.val_subset=1000`` change that)."""
     ckpt = checkpoint.load(path)
     checkpoint.require_run(ckpt, path)
+    checkpoint.require_classifier(ckpt, path)
     dev = resolve_device(device, "--device")
     split = eval_split(ckpt, overrides, "eval")
     model = checkpoint.build_model(ckpt).to(dev).eval()
@@ -96,6 +97,7 @@ def _image_files(images: list[str], errors: list[str] | None) -> list[str]:
 def _checkpoint_runner(path, device: str):
     ckpt = checkpoint.load(path)
     checkpoint.require_run(ckpt, path)
+    checkpoint.require_classifier(ckpt, path)
     info = checkpoint.dataset_info(ckpt)
     dev = resolve_device(device, "--device")
     model = checkpoint.build_model(ckpt).to(dev).eval()

@@ -73,6 +73,14 @@ def require_run(ckpt: dict, path: str | os.PathLike, keys=RUN_KEYS) -> None:
                         "give the best.pt or last.pt of a run folder made by `vitlab train`")
 
 
+def require_classifier(ckpt: dict, path: str | os.PathLike) -> None:
+    """``UserError`` for the checkpoint of a masked-patch-prediction run: its classification
+    head never trained, so its class predictions mean nothing until it is fine-tuned."""
+    if (ckpt.get("config") or {}).get("train", {}).get("objective", "classification") != "classification":
+        raise UserError(f"{path} is a masked-patch-prediction (pre-training) run: its classification head is "
+                        f"untrained; fine-tune it first (`vitlab finetune CONFIG --weights {path}`)")
+
+
 def model_args(ckpt: dict) -> dict:
     """The builder arguments of the checkpoint's model (``model_config`` before 0.3)."""
     return ckpt.get("model_args", ckpt.get("model_config", {}))
