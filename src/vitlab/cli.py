@@ -116,31 +116,32 @@ def _cmd_finetune(a) -> int:
     return _cmd_train(a)
 
 
-def _cmd_sweep(a) -> int:
-    from .sweep import run_sweep
+def _resumable(what: str, run) -> int:
+    """Run a sweep or study; an interruption says how to continue it (exit 130)."""
     from .train.engine import Interrupted
 
     try:
-        run_sweep(a.config, a.grid, a.set, out=a.out, retrain=not a.no_retrain, weights=a.weights)
+        run()
     except Interrupted as e:
-        print(f"vitlab: {e}; run the same sweep command with the same --out to continue the sweep",
+        print(f"vitlab: {e}; run the same {what} command with the same --out to continue the {what}",
               file=sys.stderr)
         return 130
     return 0
+
+
+def _cmd_sweep(a) -> int:
+    from .sweep import run_sweep
+
+    return _resumable("sweep", lambda: run_sweep(a.config, a.grid, a.set, out=a.out, retrain=not a.no_retrain,
+                                                 weights=a.weights))
 
 
 def _cmd_study(a) -> int:
     from .study import run_study
-    from .train.engine import Interrupted
 
-    try:
-        run_study(a.config, a.grid, a.x, a.set, out=a.out, fewshot=a.fewshot, fewshot_data=a.fewshot_data,
-                  fewshot_draws=a.fewshot_draws, fewshot_sets=a.fewshot_set)
-    except Interrupted as e:
-        print(f"vitlab: {e}; run the same study command with the same --out to continue the study",
-              file=sys.stderr)
-        return 130
-    return 0
+    return _resumable("study", lambda: run_study(a.config, a.grid, a.x, a.set, out=a.out, fewshot=a.fewshot,
+                                                 fewshot_data=a.fewshot_data, fewshot_draws=a.fewshot_draws,
+                                                 fewshot_sets=a.fewshot_set))
 
 
 def _cmd_fewshot(a) -> int:

@@ -394,6 +394,31 @@ def check_train(tc: TrainConfig) -> None:
         _one_of("logger in train.loggers", name, LOGGERS)
 
 
+def sized_model_args(cfg: Config, in_chans: int | None, num_classes: int | None, img_size: int | None) -> dict:
+    """The builder arguments of ``cfg.model`` for a dataset of ``in_chans`` channels, ``num_classes``
+    classes and ``img_size`` pixels (None: not known yet, the builder's default): its channels and
+    classes, and its image size unless ``model.img_size`` or ``data.img_size`` sets one."""
+    from .models.registry import model_options
+
+    options = model_options(cfg.model.name)
+    args = dict(cfg.model.args)
+    for key, value in (("in_chans", in_chans), ("num_classes", num_classes)):
+        if key in options and value is not None:
+            args[key] = value
+    size = args.get("img_size") or cfg.data.img_size or img_size
+    if "img_size" in options and size:
+        args["img_size"] = size
+    return args
+
+
+def check_mpp_model(model, name: str) -> None:
+    """Masked patch prediction needs a Transformer over a patch grid (a ViT or a hybrid)."""
+    if not (callable(getattr(model, "grid_size", None)) and hasattr(model, "patch_embed")
+            and hasattr(model, "num_prefix_tokens")):
+        raise UserError(f"train.objective=mpp needs a ViT or hybrid ViT (patch embeddings to corrupt); "
+                        f"{name!r} has none: use train.objective=classification")
+
+
 def check_model_section(cfg: Config) -> None:
     """The ``model`` section: the builder's options and their types (``check_model``),
     freezing, and the option values, by building the model on the meta device at the
@@ -411,14 +436,11 @@ def check_model_section(cfg: Config) -> None:
     from .models.registry import model_options
 
     options = model_options(m.name)
-    spec = DATASETS[canonical_name(cfg.data.name)]
-    args = dict(m.args)
-    if "in_chans" in options and spec.in_chans:
-        args["in_chans"] = spec.in_chans
-    if "num_classes" in options and spec.num_classes:
-        args["num_classes"] = spec.num_classes
-    if "img_size" in options and not args.get("img_size") and (cfg.data.img_size or spec.img_size):
-        args["img_size"] = cfg.data.img_size or spec.img_size
+    for key in _FROM_DATASET:
+        if key not in options:
+            raise UserError(f"model {m.name!r} cannot be sized for the dataset: it takes no {key}")
+    spec = DATASETS[canonical_name(cfg.data.name)]  # an image folder's classes and size are known later
+    args = sized_model_args(cfg, spec.in_chans, spec.num_classes, spec.img_size)
     try:
         with torch.device("meta"):
             model = create_model(m.name, **args)
@@ -429,9 +451,7 @@ def check_model_section(cfg: Config) -> None:
             raise UserError(f"model.{first} (model {m.name!r})") from None
         raise UserError(f"model {m.name!r}: {first}") from None
     if cfg.train.objective == "mpp":
-        if not (callable(getattr(model, "grid_size", None)) and hasattr(model, "patch_embed")):
-            raise UserError(f"train.objective=mpp needs a ViT or hybrid ViT (patch embeddings to corrupt); "
-                            f"{m.name!r} has none: use train.objective=classification")
+        check_mpp_model(model, m.name)
         for key in ("mixup", "cutmix"):
             if getattr(cfg.data, key):
                 raise UserError(f"data.{key} mixes labels, which train.objective=mpp does not use; set it to 0")

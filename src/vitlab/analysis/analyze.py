@@ -46,7 +46,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     """Write the analyses of checkpoint ``path`` to the folder ``out``; returns the
     lines of the report (written as ``out/report.md`` and ``out/report.html``)."""
     from ..run import checkpoint
-    from ..run.split import check_data_overrides
+    from ..run.split import check_data_overrides, eval_split
 
     if num_images < 1 or distance_images < 1 or gallery < 1:
         raise UserError("--num-images, --distance-images and --gallery must be 1 or more")
@@ -60,7 +60,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     checkpoint.require_run(ckpt, path)
     model = checkpoint.build_model(ckpt).eval()
     files = _image_files(images)
-    split = None if files else _val_split(ckpt, overrides)
+    split = None if files else eval_split(ckpt, overrides, "analyze")
     batch = _load_files(ckpt, files) if files else _first_images(split, max(num_images, distance_images))
 
     made = not out.exists()
@@ -118,12 +118,6 @@ def _load_files(ckpt: dict, files: list[str]) -> torch.Tensor:
 
     transform = build_eval_transform(checkpoint.dataset_info(ckpt), ckpt["config"]["data"].get("img_size"))
     return torch.stack([transform(load_image(p)) for p in files])
-
-
-def _val_split(ckpt: dict, overrides: list[str]):
-    from ..run.split import eval_split
-
-    return eval_split(ckpt, overrides, "analyze")
 
 
 def _first_images(split, n: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..config import sized_model_args
 from ..errors import UserError
 from ..models import create_model
 
@@ -12,22 +13,14 @@ from ..models import create_model
 def build_model(cfg, info, weights: bool = True) -> nn.Module:
     """The model of ``cfg.model`` sized for the dataset ``info``: its channels
     and classes, and its image size unless the config sets one. A builder that
-    cannot take the dataset's channels or classes is refused in one line.
+    cannot take the dataset's channels or classes was refused when the config was read.
 
     With ``model.pretrained`` (and ``weights``; a resumed run takes its weights
     from its checkpoint instead) the file is loaded with ``load_pretrained``
     (position embeddings resampled, channels adapted) and, unless
     ``model.keep_head``, the head is replaced by a zero-initialised one."""
-    from ..models.registry import model_options
-
-    options = model_options(cfg.model.name)  # the name was checked when the config was read
-    args = dict(cfg.model.args)
-    for key, value in (("in_chans", info.in_chans), ("num_classes", info.num_classes)):
-        if key not in options:
-            raise UserError(f"model {cfg.model.name!r} cannot be sized for the dataset: it takes no {key}")
-        args[key] = value
-    if "img_size" in options:
-        args["img_size"] = args.get("img_size") or cfg.data.img_size or info.img_size
+    # the name, the options and the builder's sizing were checked when the config was read
+    args = sized_model_args(cfg, info.in_chans, info.num_classes, info.img_size)
     try:
         model = create_model(cfg.model.name, **args)
     except ValueError as e:

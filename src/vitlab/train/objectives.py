@@ -24,18 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_mpp_model
 from ..errors import UserError
 
 LEVELS = 8  # 3 bits per channel
 MASK, RANDOM = 0.8, 0.1  # of the corrupted positions: mask token, random patch; the rest are kept
-
-
-def check_mpp_model(model: nn.Module, name: str) -> None:
-    """Masked patch prediction needs a Transformer over a patch grid (a ViT or a hybrid)."""
-    if not (callable(getattr(model, "grid_size", None)) and hasattr(model, "patch_embed")
-            and hasattr(model, "num_prefix_tokens")):
-        raise UserError(f"train.objective=mpp needs a ViT or hybrid ViT (patch embeddings to corrupt); "
-                        f"{name!r} has none: use train.objective=classification")
 
 
 class MaskedPatchPrediction(nn.Module):
