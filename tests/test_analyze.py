@@ -150,6 +150,41 @@ def test_gallery_and_mistakes_computed(tmp_path):
     assert denormalise(x, [0.5], [0.25]).flatten().tolist() == [0.5, 0.75, 0.0]  # clamped to [0, 1]
 
 
+def test_rollout_images_are_taken_in_turn_from_each_class(runs, tmp_path, capsys):
+    """The folder run's validation split is stored class by class (2 images each of 3 classes):
+    the rollout shows min(images, classes) classes, not the first class twice; with 3 classes the
+    report gives no top-5 (it would be 100%)."""
+    import json
+
+    for n, classes in ((2, 2), (4, 3)):
+        out = tmp_path / f"analysis{n}"
+        assert cli.main(["analyze", str(runs["folder"] / "best.pt"), "--out", str(out), "--num-images", str(n),
+                         "--distance-images", "4", "--gallery", "4"]) == 0
+        labels = json.loads((out / "rollout.json").read_text())["labels"]
+        assert len(labels) == n and len(set(labels)) == classes
+        report = (out / "report.md").read_text()
+        assert f"{n} images of the split, taken in turn from each class" in report
+        assert "top-1" in report and "top-5" not in report.lower()
+        assert "top-5" not in capsys.readouterr().out.lower()
+    assert labels == ["bird", "cat", "dog", "bird"]  # the classes in order, then again
+    out = tmp_path / "fashion"  # 10 classes: top-5 is shown
+    assert cli.main(["analyze", str(runs["vit"] / "best.pt"), "--out", str(out), "--num-images", "10",
+                     "--distance-images", "4", "--gallery", "4"]) == 0
+    assert len(set(json.loads((out / "rollout.json").read_text())["labels"])) == 10
+    assert "top-5" in (out / "report.md").read_text()
+
+
+def test_class_spread_indices():
+    from vitlab.analysis.gallery import class_spread_indices
+
+    targets = torch.tensor([2, 0, 0, 1, 0, 2, 1])
+    assert class_spread_indices(targets, 7).tolist() == [1, 3, 0, 2, 6, 5, 4]  # round-robin, split order within
+    assert class_spread_indices(targets, 3).tolist() == [1, 3, 0]
+    assert class_spread_indices(targets, 100).tolist() == [1, 3, 0, 2, 6, 5, 4]
+    assert class_spread_indices(torch.zeros(4, dtype=torch.long), 2).tolist() == [0, 1]
+    assert class_spread_indices(targets, 0).tolist() == []
+
+
 def test_cnn_gets_errors_and_the_reason_for_each_skipped_picture(runs, tmp_path):
     out = tmp_path / "analysis"
     assert cli.main(["analyze", str(runs["resnet"] / "best.pt"), "--out", str(out), "--gallery", "4"]) == 0

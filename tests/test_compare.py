@@ -231,10 +231,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(runs, tmp_path, caps
     (corrupt / "last.pt").write_bytes((runs["vit"] / "last.pt").read_bytes()[:2000])
     vit = runs["vit"]
     cases = [
-        ([tmp_path / "empty"], f"{tmp_path / 'empty'} is not a run folder: it has no last.pt and no config.yaml"),
-        ([tmp_path / "started"], f"{tmp_path / 'started'} is not a run folder: it has no last.pt"),
         ([tmp_path / "nowhere"], f"run folder not found: {tmp_path / 'nowhere'}"),
-        ([vit / "last.pt"], f"{vit / 'last.pt'} is a file, not a run folder; give its run folder {vit}"),
         ([corrupt], f"cannot read checkpoint {corrupt / 'last.pt'}: not a complete PyTorch checkpoint"),
         ([vit], f"run {vit} is given twice; give each run once"),
         ([vit / ".." / "vit"], f"run {vit / '..' / 'vit'} is given twice (also as {vit})"),  # the same folder
@@ -244,13 +241,65 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(runs, tmp_path, caps
         err = fails(capsys, "compare", vit, *extra, "--out", out)
         assert err.startswith(f"vitlab: error: {message}"), err
         assert list(out.iterdir()) == []
-    err = fails(capsys, "compare", vit, "--out", tmp_path / "missing")
-    assert err == (f"vitlab: error: --out {tmp_path / 'missing'} does not exist; give an existing folder for "
-                   "compare.csv and compare.png")
-    assert not (tmp_path / "missing").exists()
+    alone = [  # not a run, and nothing else given
+        (tmp_path / "empty", f"{tmp_path / 'empty'} is not a run folder: it has no last.pt and no config.yaml"),
+        (tmp_path / "started", f"{tmp_path / 'started'} is not a run folder: it has no last.pt (a run writes"),
+        (vit / "last.pt", f"{vit / 'last.pt'} is a file, not a run folder; give its run folder {vit}"),
+    ]
+    for path, message in alone:
+        err = fails(capsys, "compare", path, "--out", out)
+        assert err.startswith(f"vitlab: error: {message}"), err
+    err = fails(capsys, "compare", *(p for p, _ in alone), "--out", out)
+    assert err == (f"vitlab: error: none of the 3 paths given is a run folder: {tmp_path / 'empty'} (no last.pt and "
+                   f"no config.yaml); {tmp_path / 'started'} (no last.pt yet); {vit / 'last.pt'} (a file; its run "
+                   f"folder is {vit})")
+    assert list(out.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    err = fails(capsys, "compare", vit, "--out", tmp_path / "file")
+    assert err.startswith(f"vitlab: error: --out {tmp_path / 'file'} is a file, not a folder"), err
+    fails(capsys, "compare", vit, corrupt, "--out", tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()  # made only once every run was read
     with pytest.raises(SystemExit):  # argparse: at least one RUN_DIR
         cli.main(["compare"])
     capsys.readouterr()
+
+
+def test_what_is_not_a_run_beside_runs_is_skipped_and_a_sweep_folder_gives_its_runs(runs, tmp_path, capsys):
+    """`vitlab compare sweep1/*`: the sweep's own files and its unfinished point are skipped on
+    one line; `vitlab compare sweep1`: its runs, in the order of its sweep.csv."""
+    sweep1 = tmp_path / "sweep1"
+    copy_run(runs["vit"], sweep1 / "train.lr=0.1")
+    copy_run(runs["resnet"], sweep1 / "train.lr=0.01")
+    (sweep1 / "train.lr=1").mkdir()  # stopped before its first epoch ended
+    (sweep1 / "train.lr=1" / "config.yaml").write_text("")
+    (sweep1 / "sweep.json").write_text("{}")
+    (sweep1 / "sweep.md").write_text("# Sweep\n")
+    (sweep1 / "sweep.csv").write_text("run,train.lr\ntrain.lr=1,1\ntrain.lr=0.1,0.1\ntrain.lr=0.01,0.01\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    given = sorted(sweep1.iterdir())  # what the shell gives for sweep1/*
+    assert cli.main(["compare", *map(str, given), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert [r["run"] for r in table(captured.out)] == ["train.lr=0.01", "train.lr=0.1"]
+    assert captured.err == (f"vitlab: skipped what is not a run folder: {sweep1 / 'sweep.csv'} (a file), "
+                            f"{sweep1 / 'sweep.json'} (a file), {sweep1 / 'sweep.md'} (a file), "
+                            f"{sweep1 / 'train.lr=1'} (no last.pt yet)\n")
+
+    assert cli.main(["compare", str(sweep1), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert [r["run"] for r in table(captured.out)] == ["train.lr=0.1", "train.lr=0.01"]  # sweep.csv's order
+    assert captured.err == f"vitlab: skipped what is not a run folder: {sweep1 / 'train.lr=1'} (no last.pt yet)\n"
+    assert [r["run"] for r in read_csv(out / "compare.csv")] == ["train.lr=0.1", "train.lr=0.01"]
+
+    study = tmp_path / "study"  # a study folder with no run yet
+    (study / "model.depth=1").mkdir(parents=True)
+    (study / "study.json").write_text("{}")
+    err = fails(capsys, "compare", study, "--out", out)
+    assert err == f"vitlab: error: {study} is a study folder with no run yet (a run writes last.pt when its first " \
+                  "epoch ends)"
+    err = fails(capsys, "compare", sweep1 / "sweep.csv", sweep1 / "sweep.md", "--out", out)
+    assert err == (f"vitlab: error: none of the 2 paths given is a run folder: {sweep1 / 'sweep.csv'} (a file); "
+                   f"{sweep1 / 'sweep.md'} (a file)")
 
 
 # --------------------------------------------------------------------------- `vitlab models` and `vitlab flops`

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vitlab.sweep as sweep
+import vitlab
 from tiny import TINY_MODEL, fails, make_fashion, signal_after_step, write_config
 from vitlab import cli
 from vitlab.run import checkpoint
@@ -33,6 +34,9 @@ def pretrained(tmp_path_factory, data):
     cfg = write_config(d / "pre.yaml", data, loggers=[])
     assert cli.main(["train", str(cfg), "--out", str(d / "run")]) == 0
     return d / "run" / "best.pt"
+
+
+TINY_MODEL_ARGS = {k: v for k, v in TINY_MODEL.items() if k != "name"}
 
 
 def _params(model) -> dict:
@@ -69,12 +73,57 @@ def test_finetune_command_model_card_and_resume_without_the_weights_file(tmp_pat
     monkeypatch.undo()
     card = (out / "model_card.md").read_text()
     assert hashlib.sha256(weights.read_bytes()).hexdigest() in card and "weights.pt" in card
-    assert "a new zero-initialised head" in card and "in progress" in card
+    head = "head replaced: the file's 10-class head not kept (model.keep_head is false), zero-initialised"
+    assert head in card and "in progress" in card
     weights.unlink()  # the run's own last.pt holds everything a resume needs
     assert cli.main(["finetune", "--resume", str(out)]) == 0
     card = (out / "model_card.md").read_text()
     assert "finished: 2 of 2 epochs" in card and hashlib.sha256(pretrained.read_bytes()).hexdigest() in card
+    assert head in card  # kept in the checkpoints: the card of the resumed run still says it
     assert "frozen" not in capsys.readouterr().out
+
+
+def _weights_file(path, **model) -> str:
+    """The state dict of a tiny grey ViT (jittered, so that a loaded tensor is told from a new one)."""
+    net = vitlab.create_model("vit", **{**TINY_MODEL_ARGS, "in_chans": 1, **model})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            t.add_(torch.randn(t.shape, generator=g) * 0.1)
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def _finetune(tmp_path, capsys, data, weights, model=None, **train) -> tuple[str, str]:
+    """`vitlab finetune` for one step: (what it printed, the model card)."""
+    cfg = write_config(tmp_path / "ft.yaml", data, model, loggers=[], steps=1, **train)
+    out = tmp_path / "run"
+    assert cli.main(["finetune", str(cfg), "--weights", weights, "--out", str(out)]) == 0
+    return capsys.readouterr().out, (out / "model_card.md").read_text()
+
+
+def test_finetune_states_what_fitting_the_weights_changed_in_the_log_and_the_card(tmp_path, data, capsys):
+    """Weights at 28 px (a 4x4 grid) with a 5-class head, into a 42 px model (6x6) for the 10 classes."""
+    weights = _weights_file(tmp_path / "w.pth", img_size=28, num_classes=5)
+    model = {k: v for k, v in TINY_MODEL.items() if k != "img_size"}
+    log, card = _finetune(tmp_path, capsys, {**data, "img_size": 42}, weights, model)
+    lines = [line for line in log.splitlines() if line.startswith("pretrained weights:")]
+    assert lines == [f"pretrained weights: {weights} (timm/vitlab layout, 18 tensors): position embeddings "
+                     "resampled from grid 4x4 to 6x6 (bicubic); head replaced: 5 classes -> 10 classes, "
+                     "zero-initialised"]
+    assert "- source weights: `w.pth`" in card and "(timm/vitlab layout); fitted to the model:\n" \
+        "  - position embeddings resampled from grid 4x4 to 6x6 (bicubic)\n" \
+        "  - head replaced: 5 classes -> 10 classes, zero-initialised\n" in card
+    assert card.count("resampled") == 1  # in the model section only, not again among the notes
+
+
+def test_finetune_where_nothing_had_to_change_says_so(tmp_path, data, capsys):
+    weights = _weights_file(tmp_path / "w.pth", num_classes=10)
+    log, card = _finetune(tmp_path, capsys, data, weights, {**TINY_MODEL, "keep_head": True})
+    assert f"pretrained weights: {weights} (timm/vitlab layout, 20 tensors): every tensor loaded as it is" in log
+    assert "(timm/vitlab layout); every tensor loaded as it is" in card
+    for said in ("resampled", "replaced", "zero-initialised", "dropped", "adapted"):
+        assert said not in log and said not in card
 
 
 def test_finetune_bad_input(tmp_path, data, pretrained, capsys):

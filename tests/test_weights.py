@@ -250,6 +250,53 @@ def test_representation_layer_dropped_with_head(caplog):
 
 
 # ------------------------------------------------------------------------------------------------
+# the report: what loading changed
+# ------------------------------------------------------------------------------------------------
+REPORT_KW = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, mlp_dim=64)
+
+
+def test_report_names_every_change_in_order(tmp_path):
+    """A 4x4-grid, 10-class, RGB file into a 6x6-grid, 5-class, grey model that pools by averaging."""
+    src = _jitter(_vit(img_size=32, num_classes=10, **REPORT_KW))
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    model, report = load_pretrained(_vit(img_size=48, num_classes=5, in_chans=1, pool="avg", **REPORT_KW), path,
+                                    report=True)
+    assert isinstance(model, torch.nn.Module) and model.num_classes == 5
+    assert (report.source, report.layout, report.head_loaded) == (str(path), "timm/vitlab", False)
+    assert report.changes == (
+        "class token dropped: the model has none (pool='avg', class_token=False)",
+        "position embeddings resampled from grid 4x4 to 6x6 (bicubic)",
+        "position-embedding entries of the class token dropped: the model has no such token",
+        "input convolution patch_embed.proj adapted from 3 to 1 input channels (summed over the colour channels)",
+        "head replaced: 10 classes -> 5 classes, zero-initialised")
+    assert report.loaded == len(model.state_dict()) - 2 and not report.missing and not report.unused
+    assert str(report) == (f"pretrained weights: {path} (timm/vitlab layout, {report.loaded} tensors): "
+                           + "; ".join(report.changes))
+
+
+def test_report_of_a_load_that_changed_nothing_says_so():
+    src = _jitter(_vit(img_size=32, num_classes=10, **REPORT_KW))
+    model = _vit(img_size=32, num_classes=10, **REPORT_KW)
+    assert load_pretrained(model, src.state_dict()) is model  # without report: the model, as before
+    _, report = load_pretrained(model, src.state_dict(), report=True)
+    assert report.changes == () and report.head_loaded and report.loaded == len(src.state_dict())
+    assert str(report).endswith(f", {report.loaded} tensors): every tensor loaded as it is")
+
+
+def test_report_lists_what_a_loose_load_left_out():
+    src = _jitter(_vit(img_size=32, num_classes=10, representation_size=16, **REPORT_KW))
+    sd = {k: v for k, v in src.state_dict().items() if not k.startswith("norm.")}
+    _, report = load_pretrained(_vit(img_size=32, num_classes=10, **REPORT_KW), sd, strict=False, report=True)
+    assert report.missing == ("norm.weight", "norm.bias") and not report.unused
+    assert report.changes[:2] == (
+        "representation layer (pre_logits) dropped: the model has none",
+        "head replaced, zero-initialised: the checkpoint's head was trained on the dropped representation layer")
+    assert "2 model tensors missing from the checkpoint (norm.weight, norm.bias)" in report.changes[-1]
+    assert report.changes[-1].endswith("the missing ones keep the model's initial values")
+
+
+# ------------------------------------------------------------------------------------------------
 # Hugging Face transformers
 # ------------------------------------------------------------------------------------------------
 HF_KW = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_dim=128, num_classes=6)

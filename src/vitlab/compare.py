@@ -1,5 +1,8 @@
 """Compare runs side by side (``vitlab compare RUN_DIR...``).
 
+The runs are run folders, or a sweep's or study's folder for all its runs;
+what is neither, given beside runs (a shell pattern such as ``sweep1/*`` also
+gives ``sweep1/sweep.csv``), is skipped and named on one line (``find_runs``).
 Each run folder's last.pt gives its model, dataset and per-epoch history; the
 model is rebuilt on the meta device for its parameters and MACs (no weights
 are read, no memory is taken), so runs of any size, family and dataset sit in
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -29,6 +33,8 @@ from .run.folder import RUN_FILES
 CSV_COLUMNS = ["run", "path", "model", "family", "objective", "dataset", "params", "macs", "in_chans", "img_size",
                "best_val_acc", "best_epoch", "final_val_acc", "epochs", "epochs_planned", "train_seconds",
                "includes_eval", "train_images", "images_per_second", "train_flops"]
+# the plan file of a sweep's or a study's folder: given to compare, such a folder stands for its runs
+GRID_PLANS = ("sweep.json", "study.json")
 # compare --x: the cost on the x axis -> (the row's key, the axis label)
 COSTS = {"compute": ("train_flops", "training compute (FLOPs: 2 x 3 x forward MACs x images seen)"),
          "params": ("params", "parameters"),
@@ -48,14 +54,17 @@ def compare_runs(paths: Iterable[str | Path]) -> list[dict]:
     a run measured in optimizer steps (``train.steps``), the images/s of runs
     made before vitlab recorded ``train_images`` and ``train_seconds`` (their
     ``train_seconds`` is then the sum of whole epochs, evaluation included, and
-    ``includes_eval`` is True). Raises UserError (one line) for a path that is
-    not a run folder, a run given twice, or an unreadable last.pt."""
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise UserError("give one or more run folders (made by `vitlab train`)")
+    ``includes_eval`` is True). The paths are read by ``find_runs``: a sweep or
+    study folder stands for its runs, and what is not a run folder given beside
+    runs (``sweep1/*`` gives ``sweep1/sweep.csv`` too) is skipped, named on one
+    line on stderr. Raises UserError (one line) for a path that does not exist,
+    when nothing given is a run, for a run given twice, or an unreadable last.pt."""
+    paths, skipped = find_runs(paths)
+    if skipped:
+        print("vitlab: skipped what is not a run folder: " + ", ".join(f"{p} ({why})" for p, why in skipped),
+              file=sys.stderr, flush=True)
     seen: dict[Path, Path] = {}
     for p in paths:  # every path checked before any checkpoint is read: a typo fails fast
-        _check_run_folder(p)
         key = p.resolve()
         if key in seen:
             also = f" (also as {seen[key]})" if str(seen[key]) != str(p) else ""
@@ -70,16 +79,80 @@ def compare_runs(paths: Iterable[str | Path]) -> list[dict]:
     return rows
 
 
-def _check_run_folder(p: Path) -> None:
-    if not p.exists():
-        raise UserError(f"run folder not found: {p}")
+def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(the run folders of ``paths``, [(path, why), ...] of what was skipped). A run folder
+    (``RUN_FILES``) is taken as given; a sweep's or study's folder (``GRID_PLANS``) gives its
+    run folders, in the order of its sweep.csv or study.csv (the rest by name), and skips its
+    points without a run yet; anything else (a file, a folder with no run) is skipped. One-line
+    ``UserError`` for a path that does not exist (a typo, or a shell pattern that matched
+    nothing), and when nothing given is a run (the reason of each path)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("give one or more run folders (made by `vitlab train`)")
+    runs, skipped, refused = [], [], []
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"run folder not found: {p}")
+        why = _not_a_run(p)
+        if why is None:
+            runs.append(p)
+            continue
+        plan = next((p / n for n in GRID_PLANS if p.is_dir() and (p / n).is_file()), None)
+        if plan is not None:
+            inside = _grid_runs(p, plan.stem)
+            found = [q for q in inside if _not_a_run(q) is None]
+            skipped += [(q, _not_a_run(q)[0]) for q in inside if _not_a_run(q) is not None]
+            if found:
+                runs += found
+                continue
+            why = (f"a {plan.stem} folder with no run yet", f"{p} is a {plan.stem} folder with no run yet "
+                   "(a run writes last.pt when its first epoch ends)")
+        skipped.append((p, why[0]))
+        refused.append(why[1])
+    if not runs:
+        if len(refused) == 1 and len(paths) == 1:
+            raise UserError(refused[0])
+        raise UserError(f"none of the {counted(len(paths), 'path')} given is a run folder: "
+                        + "; ".join(f"{p} ({why})" for p, why in skipped))
+    return runs, skipped
+
+
+def _not_a_run(p: Path) -> tuple[str, str] | None:
+    """None for a run folder, else (why, in a few words; why, as a sentence naming ``p``)."""
     if not p.is_dir():
-        hint = f"; give its run folder {p.parent}" if p.suffix == ".pt" else ""
-        raise UserError(f"{p} is a file, not a run folder{hint}")
+        if p.suffix == ".pt":
+            return (f"a file; its run folder is {p.parent}",
+                    f"{p} is a file, not a run folder; give its run folder {p.parent}")
+        return "a file", f"{p} is a file, not a run folder"
     missing = [n for n in RUN_FILES if not (p / n).is_file()]
-    if missing:
-        first = " (a run writes last.pt when its first epoch ends)" if missing == ["last.pt"] else ""
-        raise UserError(f"{p} is not a run folder: it has no {' and no '.join(missing)}{first}")
+    if not missing:
+        return None
+    if missing == ["last.pt"]:
+        return ("no last.pt yet", f"{p} is not a run folder: it has no last.pt (a run writes last.pt when its first "
+                "epoch ends)")
+    return f"no {' and no '.join(missing)}", f"{p} is not a run folder: it has no {' and no '.join(missing)}"
+
+
+def _grid_runs(folder: Path, what: str) -> list[Path]:
+    """The folders of a sweep or study folder: those its ``<what>.csv`` names first, in its order
+    (the order they ran), then the others by name."""
+    order: dict[str, int] = {}
+    try:
+        with (folder / f"{what}.csv").open(newline="", encoding="utf-8") as f:
+            for i, row in enumerate(csv.DictReader(f)):
+                order.setdefault(row.get("run") or "", i)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass  # no table yet: by name
+    try:
+        inside = [q for q in folder.iterdir() if q.is_dir()]
+    except OSError as e:
+        raise UserError(f"cannot read the {what} folder {folder}: {e.strerror or e}") from None
+    return sorted(inside, key=lambda q: (order.get(q.name, len(order)), q.name))
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 epoch', '2 epochs' (``plural`` where adding an s is wrong: 'classes')."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def summarise_run(path: str | Path) -> dict:
@@ -286,8 +359,9 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """The folder for compare.csv and compare.png: it must exist (no folder is made for a typo)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        what = "is a file, not a folder" if out_dir.exists() else "does not exist"
-        raise UserError(f"--out {out_dir} {what}; give an existing folder for compare.csv and compare.png")
+        if out_dir.exists():
+            raise UserError(f"--out {out_dir} is a file, not a folder; give a folder for compare.csv and compare.png")
+        raise UserError(f"--out {out_dir} does not exist; give an existing folder for compare.csv and compare.png")
     return out_dir
 
 

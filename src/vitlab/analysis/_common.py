@@ -24,6 +24,11 @@ class NotAnalysable(UserError, ValueError):
     the CLI prints it on one line, and a ``ValueError`` for library callers."""
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images' (``plural`` where adding an s is wrong: 'classes')."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def model_name(model) -> str:
     """The registry name when the model was built by ``create_model``, else its class name."""
     return getattr(model, "model_name", None) or type(model).__name__
@@ -96,5 +101,6 @@ def attention_chunks(model, images: torch.Tensor, batch_size: int) -> Iterator[l
             for m in maps:
                 if m.ndim != 4 or m.shape[-1] != n_expected or m.shape[-2] != n_expected:
                     raise ValueError(f"attention maps of shape {tuple(m.shape)} do not fit a {grid[0]}x{grid[1]} "
-                                     f"grid with {model.num_prefix_tokens} prefix token(s) ({n_expected} tokens)")
+                                     f"grid with {counted(model.num_prefix_tokens, 'prefix token')} "
+                                     f"({n_expected} tokens)")
             yield [m.float() for m in maps]

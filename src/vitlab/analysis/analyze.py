@@ -12,10 +12,13 @@ curves (``curves.png``), the last row of ``metrics.csv`` and ``model_card.md``,
 where they exist. ``report.md`` and the self-contained ``report.html`` show
 every picture with its numbers (``analysis.report``).
 
-Images are the first images of the run's validation split (the dataset the
-checkpoint was trained on; ``data.*`` overrides such as ``data.root`` apply),
-or the image files given (folders are searched for image files); the files
-have no labels, so they get no error analysis. The output folder is made only
+Images are those of the run's validation split (the dataset the checkpoint was
+trained on; ``data.*`` overrides such as ``data.root`` apply): for the rollout,
+one class after another (the first image of every class, then the second, ...),
+so that it shows as many classes as it shows images; for the attention distance,
+the first images of the split. Or they are the image files given (folders are
+searched for image files); the files have no labels, so they get no error
+analysis. Top-5 accuracy is shown only for a model of more than 5 classes. The output folder is made only
 once the checkpoint, the images and the dataset have been read, and removed
 again (or emptied, if it existed empty) if a later step fails.
 """
@@ -24,15 +27,16 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ._common import NotAnalysable
+from ._common import NotAnalysable, counted
 from ..metrics import error_summary, predict_split
-from .gallery import (confident_mistakes, gallery_indices, plot_confusion_matrix, plot_gallery, plot_per_class,
-                      prediction_rows)
+from .gallery import (class_spread_indices, confident_mistakes, gallery_indices, plot_confusion_matrix, plot_gallery,
+                      plot_per_class, prediction_rows)
 from .figures import fonts
 from .plots import (plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
                     plot_rollout)
@@ -61,7 +65,13 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     model = checkpoint.build_model(ckpt).eval()
     files = _image_files(images)
     split = None if files else eval_split(ckpt, overrides, "analyze")
-    batch = _load_files(ckpt, files) if files else _first_images(split, max(num_images, distance_images))
+    if files:
+        distance_batch = _load_files(ckpt, files)
+        shown = min(num_images, len(files))
+        rollout = Rollout(distance_batch[:num_images], None, f"The first {counted(shown, 'image file')} given.")
+    else:
+        distance_batch = _split_images(split, torch.arange(min(distance_images, len(split.dataset))))
+        rollout = _rollout_images(split, num_images)
 
     made = not out.exists()
     out.mkdir(exist_ok=True)
@@ -70,7 +80,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
         intro = [Text(f"Model `{model.model_name}`, {n_params:,} parameters; images: "
                       + ("the files given." if files else f"the validation split of `{ckpt['dataset']['name']}`."))]
         with fonts():
-            sections = _vit_sections(model, batch, num_images, out)
+            sections = _vit_sections(model, rollout, distance_batch, out)
             if split is None:
                 sections.append(Section("Errors", [Items([
                     "error analysis (gallery, most confident mistakes, per-class accuracy, confusion matrix): "
@@ -120,22 +130,48 @@ def _load_files(ckpt: dict, files: list[str]) -> torch.Tensor:
     return torch.stack([transform(load_image(p)) for p in files])
 
 
-def _first_images(split, n: int) -> torch.Tensor:
+def _split_images(split, indices: torch.Tensor) -> torch.Tensor:
+    """The model's inputs (eval transforms) of these images of the split, in this order."""
     from torch.utils.data import Subset
 
     from ..run.split import split_batches
 
-    first = Subset(split.dataset, range(min(n, len(split.dataset))))
-    return torch.cat([x for x, _ in split_batches(split, n, torch.device("cpu"), first)])[:n]
+    part = Subset(split.dataset, indices.tolist())
+    return torch.cat([x for x, _ in split_batches(split, len(part), torch.device("cpu"), part)])
+
+
+@dataclass
+class Rollout:
+    images: torch.Tensor  # (B, C, H, W), the model's inputs
+    labels: list[str] | None  # their true classes, where known
+    note: str  # how they were chosen, for the report
+
+
+def _rollout_images(split, count: int) -> Rollout:
+    """``count`` images of the split for the rollout picture, one class after another
+    (``class_spread_indices``), with their classes."""
+    targets = torch.as_tensor(split.dataset.targets)
+    chosen = class_spread_indices(targets, count)
+    classes = list(split.info.classes)
+    labels = [classes[t] for t in targets[chosen].tolist()]
+    shown = len(set(labels))
+    return Rollout(_split_images(split, chosen), labels,
+                   f"{counted(len(chosen), 'image')} of the split, taken in turn from each class (the first image "
+                   f"of every class, then the second, ...): {counted(shown, 'class', 'classes')} of "
+                   f"{len(classes)}; each titled with its true class.")
 
 
 # ------------------------------------------------------------------------------------------------ sections
-def _vit_sections(model, batch: torch.Tensor, num_images: int, out: Path) -> list[Section]:
-    """The ViT-only pictures, each a subsection, or the reason it was skipped."""
+def _vit_sections(model, rollout: Rollout, batch: torch.Tensor, out: Path) -> list[Section]:
+    """The ViT-only pictures, each a subsection, or the reason it was skipped: the rollout of
+    ``rollout``'s images, the attention distance averaged over ``batch``."""
     head = Section("Attention and embeddings")
     sections = [head]
     skipped = []
-    steps = [("attention rollout", "rollout.png", lambda p: plot_rollout(model, batch[:num_images], p)),
+    notes = {"rollout.png": rollout.note,
+             "attention_distance.png": f"Averaged over {counted(batch.shape[0], 'image')}."}
+    steps = [("attention rollout", "rollout.png",
+              lambda p: plot_rollout(model, rollout.images, p, labels=rollout.labels)),
              ("mean attention distance", "attention_distance.png",
               lambda p: plot_attention_distance(model, batch, p)),
              ("position-embedding similarity", "pos_embed_similarity.png",
@@ -148,7 +184,8 @@ def _vit_sections(model, batch: torch.Tensor, num_images: int, out: Path) -> lis
         except NotAnalysable as e:
             skipped.append(f"{title}: skipped ({e})")
             continue
-        sections.append(Section(title, [Picture(png, title), Text(f"Numbers: `{data.name}`.")], level=3))
+        blocks = [Text(notes[name])] if name in notes else []
+        sections.append(Section(title, [*blocks, Picture(png, title), Text(f"Numbers: `{data.name}`.")], level=3))
     if skipped:
         head.blocks.append(Items(skipped))
     return sections
@@ -171,14 +208,16 @@ def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) 
     def inputs(indices: torch.Tensor) -> torch.Tensor:
         return torch.stack([val_ds[i][0] for i in indices.tolist()])
 
-    errors = Section("Errors", [Text(f"{s['n']} images: top-1 {100 * s['top1']:.2f}%, top-5 {100 * s['top5']:.2f}%, "
+    top5 = f", top-5 {100 * s['top5']:.2f}%" if len(classes) > 5 else ""  # with 5 classes or fewer it is 100%
+    errors = Section("Errors", [Text(f"{counted(s['n'], 'image')}: top-1 {100 * s['top1']:.2f}%{top5}, "
                                      f"loss {s['loss']:.4f}; {s['wrong']} wrong.")])
     shown = gallery_indices(s["n"], count)
     png, data = plot_gallery(inputs(shown), prediction_rows(preds, shown, classes), out / "gallery.png", mean, std,
-                             title=f"{len(shown)} of {s['n']} images, spread evenly over the split (red: wrong)")
+                             title=f"{len(shown)} of {counted(s['n'], 'image')}, spread evenly over the split "
+                                   "(red: wrong)")
     predictions = Section("Predictions", [
-        Text(f"{len(shown)} images spread evenly over the split, de-normalised with the dataset's mean and std, "
-             "each with the predicted class, its softmax confidence and the true class; wrong ones in red."),
+        Text(f"{counted(len(shown), 'image')} spread evenly over the split, de-normalised with the dataset's mean "
+             "and std, each with the predicted class, its softmax confidence and the true class; wrong ones in red."),
         Picture(png, "predictions"), Text(f"Numbers: `{data.name}`.")], level=3)
 
     mistakes = Section("Most confident mistakes", level=3)
@@ -186,9 +225,9 @@ def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) 
     if len(worst):
         rows = prediction_rows(preds, worst, classes)
         png, data = plot_gallery(inputs(worst), rows, out / "mistakes.png", mean, std,
-                                 title=f"the {len(worst)} most confident of {s['wrong']} wrong predictions")
+                                 title=f"the {len(worst)} most confident of {counted(s['wrong'], 'wrong prediction')}")
         mistakes.blocks += [
-            Text(f"The {len(worst)} wrong predictions with the highest softmax confidence over the split."),
+            Text(f"The {counted(len(worst), 'wrong prediction')} with the highest softmax confidence over the split."),
             Picture(png, "most confident mistakes"),
             Table(["index", "true", "predicted", "confidence"],
                   [[r["index"], r["true"], r["predicted"], f"{100 * r['confidence']:.1f}%"] for r in rows],
@@ -197,7 +236,8 @@ def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) 
     else:
         mistakes.blocks.append(Items(["most confident mistakes: skipped (every prediction is right)"]))
 
-    png, data = plot_per_class(s, out / "per_class.png", title=f"{name}: per-class accuracy ({s['n']} images)")
+    png, data = plot_per_class(s, out / "per_class.png",
+                               title=f"{name}: per-class accuracy ({counted(s['n'], 'image')})")
     per_class = Section("Per-class accuracy", [
         Picture(png, "per-class accuracy"),
         Table(["class", "images", "correct", "accuracy"],

@@ -98,6 +98,12 @@ def write_picture(png_path: Path, png: bytes, data_path: Path, data: bytes) -> t
     return png_path, data_path
 
 
+def short(name: str, width: int = 20) -> str:
+    """A class name cut to ``width`` characters for a picture's title (the numbers have it whole)."""
+    name = str(name)
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
 def json_bytes(data: dict) -> bytes:
     return (json.dumps(data) + "\n").encode()
 

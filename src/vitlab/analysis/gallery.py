@@ -4,7 +4,8 @@ the most confident mistakes, per-class accuracy and the confusion matrix.
 
 Computing and drawing are apart: ``predict_split``, ``error_summary`` and
 ``confusion_matrix`` (``vitlab.metrics``, shared with ``vitlab eval``),
-``gallery_indices``, ``confident_mistakes`` and ``prediction_rows`` return CPU
+``gallery_indices``, ``class_spread_indices`` (the rollout's images: one class
+after another), ``confident_mistakes`` and ``prediction_rows`` return CPU
 tensors and lists; each ``plot_*`` draws one PNG and writes its numbers next
 to it as ``.csv`` (same name), as the pictures of ``plots`` do, and returns
 both paths. Pictures are drawn with ``figures.fonts()``, so class names in any
@@ -22,7 +23,8 @@ from typing import Sequence
 import torch
 
 from ..plotting import new_figure, png_bytes
-from .figures import draw_confusion, picture_paths, with_fonts, write_picture
+from ._common import counted
+from .figures import draw_confusion, picture_paths, short, with_fonts, write_picture
 
 
 def gallery_indices(n: int, count: int) -> torch.Tensor:
@@ -31,6 +33,22 @@ def gallery_indices(n: int, count: int) -> torch.Tensor:
     if count >= n:
         return torch.arange(n)
     return torch.linspace(0, n - 1, count).round().long().unique()
+
+
+def class_spread_indices(targets: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` indices of a labelled split taken round-robin over its classes, in class order:
+    the first image of every class, then the second of every class, and so on (each class's
+    images in split order). Deterministic, and ``min(count, classes)`` classes are shown
+    however the split is ordered."""
+    targets = torch.as_tensor(targets).long().flatten()
+    if count < 1 or len(targets) == 0:
+        return torch.empty(0, dtype=torch.long)
+    order = torch.argsort(targets, stable=True)  # grouped by class, split order within a class
+    _, sizes = torch.unique_consecutive(targets[order], return_counts=True)
+    starts = torch.cumsum(sizes, 0) - sizes
+    klass = torch.arange(len(sizes)).repeat_interleave(sizes)  # the class's place among the classes
+    turn = torch.arange(len(order)) - starts.repeat_interleave(sizes)  # the image's place in its class
+    return order[torch.argsort(turn * len(sizes) + klass, stable=True)][:count]
 
 
 def confident_mistakes(preds: dict[str, torch.Tensor], count: int) -> torch.Tensor:
@@ -91,7 +109,7 @@ def plot_gallery(images: torch.Tensor, rows: list[dict], path: str | Path, mean:
         for spine in ax.spines.values():
             spine.set_edgecolor("0.75" if row["correct"] else "red")
             spine.set_linewidth(0.8 if row["correct"] else 3.0)
-        ax.set_title(f"{_short(row['predicted'])} {100 * row['confidence']:.0f}%\ntrue: {_short(row['true'])}",
+        ax.set_title(f"{short(row['predicted'])} {100 * row['confidence']:.0f}%\ntrue: {short(row['true'])}",
                      fontsize=7, color=colour)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -121,7 +139,7 @@ def plot_per_class(summary: dict, path: str | Path, title: str = "") -> tuple[Pa
     ax.barh(range(k), acc, color="tab:blue", height=0.7)
     ax.axvline(100 * summary["top1"], color="0.3", linestyle="--", linewidth=1)
     if k <= 100:
-        ax.set_yticks(range(k), [_short(c, 32) for c in classes], fontsize=7 if k > 30 else 8)
+        ax.set_yticks(range(k), [short(c, 32) for c in classes], fontsize=7 if k > 30 else 8)
     else:
         ax.set_yticks([])
     if k <= 40:
@@ -129,7 +147,7 @@ def plot_per_class(summary: dict, path: str | Path, title: str = "") -> tuple[Pa
             ax.text(min(a, 100) + 1, i, f"{a:.0f}%", va="center", fontsize=7)
     ax.set(xlim=(0, 108), ylim=(k - 0.5, -0.5),
            xlabel=f"accuracy (%); dashed: top-1 over all classes, {100 * summary['top1']:.1f}%",
-           title=title or f"per-class accuracy ({summary['n']} images)")
+           title=title or f"per-class accuracy ({counted(summary['n'], 'image')})")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
 
@@ -160,9 +178,3 @@ def plot_confusion_matrix(conf: torch.Tensor, classes: Sequence[str], path: str 
     png = io.BytesIO()
     draw_confusion(conf, list(classes), png, title=title, normalised=normalised)
     return write_picture(png_path, png.getvalue(), data_path, buf.getvalue().encode())
-
-
-def _short(name: str, width: int = 20) -> str:
-    """A class name cut to ``width`` characters for a picture's title (the CSV has it whole)."""
-    name = str(name)
-    return name if len(name) <= width else name[:width - 1] + "…"

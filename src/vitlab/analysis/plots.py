@@ -15,26 +15,31 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ._common import grid_of, model_name, patch_pixels, require_vit
+from ._common import counted, grid_of, model_name, patch_pixels, require_vit
 from .distance import mean_attention_distance, patch_distances
 from .filters import filter_pca
 from .posembed import pos_embed_similarity
 from .rollout import attention_rollout
 from ..plotting import new_figure, png_bytes
-from .figures import colormap, displayable, json_bytes, picture_paths, write_picture
+from .figures import colormap, displayable, json_bytes, picture_paths, short, write_picture
 
 def plot_rollout(model, images: torch.Tensor, path: str | Path, head_fusion: str = "mean",
-                 discard_ratio: float = 0.0, columns: int = 4) -> tuple[Path, Path]:
+                 discard_ratio: float = 0.0, columns: int = 4,
+                 labels: Sequence[str] | None = None) -> tuple[Path, Path]:
     """Attention rollout (``attention_rollout``) of each image drawn over it: per image
-    the input and the input with the map on top, ``columns`` images a row. The inputs
+    the input and the input with the map on top, ``columns`` images a row, titled with
+    its label where ``labels`` (one per image, e.g. the true class) are given. The inputs
     are shown rescaled to their own range (any normalisation reads the same). Numbers:
-    ``.json`` with the maps (B, gh, gw). Returns (png, json)."""
+    ``.json`` with the maps (B, gh, gw) and the labels. Returns (png, json)."""
     require_vit(model, "attention rollout")
     png_path, data_path = picture_paths(path, ".json")
+    if labels is not None and len(labels) != images.shape[0]:
+        raise ValueError(f"plot_rollout needs one label per image, got {len(labels)} for {images.shape[0]} images")
     maps = attention_rollout(model, images, head_fusion=head_fusion, discard_ratio=discard_ratio)
     b, (h, w) = maps.shape[0], images.shape[-2:]
     cols = max(1, min(columns, b))
@@ -51,12 +56,13 @@ def plot_rollout(model, images: torch.Tensor, path: str | Path, head_fusion: str
         # the grid-sized map stretched over the image (whose pixel centres are at 0 .. w-1)
         right.imshow(maps[i].numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=1,
                      extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear")
-        left.set_title(f"image {i + 1}", fontsize=8)
+        left.set_title(f"image {i + 1}" if labels is None else short(labels[i]), fontsize=8)
         right.set_title("rollout", fontsize=8)
     extra = f", discard {discard_ratio:g}" if discard_ratio else ""
     fig.suptitle(f"attention rollout of {model_name(model)} (heads: {head_fusion}{extra})", fontsize=9)
     data = {"analysis": "attention_rollout", "model": model_name(model), "head_fusion": head_fusion,
-            "discard_ratio": discard_ratio, "grid": list(maps.shape[1:]), "maps": maps.tolist()}
+            "discard_ratio": discard_ratio, "grid": list(maps.shape[1:]),
+            **({} if labels is None else {"labels": [str(c) for c in labels]}), "maps": maps.tolist()}
     return write_picture(png_path, png_bytes(fig), data_path, json_bytes(data))
 
 
@@ -81,7 +87,7 @@ def plot_attention_distance(model, images: torch.Tensor, path: str | Path) -> tu
         ax.scatter(depth, dist[:, j].numpy(), s=14, color=colours[j], label=f"head {j + 1}")
     ax.set(xlabel="network depth (layer)", ylabel="mean attention distance (pixels)",
            ylim=(0, max(farthest, float(dist.max())) * 1.05), xlim=(0.5, layers + 0.5),
-           title=f"{model_name(model)}, {images.shape[0]} image(s) of {hw[0]}x{hw[1]} px")
+           title=f"{model_name(model)}, {counted(images.shape[0], 'image')} of {hw[0]}x{hw[1]} px")
     ax.set_xticks(depth if layers <= 16 else depth[::max(1, layers // 12)])
     ax.grid(alpha=0.3)
     if heads <= 16:

@@ -173,9 +173,10 @@ def check_image(path: str | os.PathLike, channels: int = 3) -> str | None:
     return None
 
 
-def scan_images(folder: str | os.PathLike) -> tuple[list[str], int]:
+def scan_images(folder: str | os.PathLike, others: list[str] | None = None) -> tuple[list[str], int]:
     """All image files under ``folder`` (recursively, sorted) and the number of
-    other files skipped. Hidden files and folders are ignored. Symbolic links to
+    other files skipped; with ``others`` (a list), the paths of those other files
+    are appended to it. Hidden files and folders are ignored. Symbolic links to
     folders are followed; a link that loops (to itself, or back to a folder above
     it) and an unreadable folder are a ``UserError`` that names them."""
     paths: list[str] = []
@@ -201,6 +202,8 @@ def scan_images(folder: str | os.PathLike) -> tuple[list[str], int]:
                         paths.append(e.path)
                     else:
                         skipped += 1
+                        if others is not None:
+                            others.append(e.path)
         except OSError as e:
             raise file_error("list the images in", getattr(e, "filename", None) or current, e) from None
     paths.sort()

@@ -117,3 +117,34 @@ def config(ckpt: dict):
     from ..config import from_dict
 
     return from_dict(ckpt["config"])
+
+
+def input_size(ckpt: dict) -> tuple[int, int, int]:
+    """(channels, height, width) of the images the checkpoint's model takes: the run's
+    ``data.img_size``, else the dataset's own size."""
+    d = ckpt["dataset"]
+    size = (ckpt.get("config") or {}).get("data", {}).get("img_size") or d["img_size"]
+    return int(d["in_chans"]), int(size), int(size)
+
+
+class EvalTransform:
+    """The evaluation transform of a run, as ``vitlab predict`` applies it: an image
+    (a PIL image, a uint8 tensor (C, H, W) or an image file's path) -> the float
+    tensor (C, H, W) the model takes: the run's channels, the shorter side resized
+    to its input size and centre-cropped, normalised with its mean and std."""
+
+    def __init__(self, ckpt: dict):
+        from ..data import build_eval_transform
+
+        self.input_size = input_size(ckpt)
+        self.transform = build_eval_transform(dataset_info(ckpt), self.input_size[1])
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, (str, os.PathLike)):
+            from ..data import load_image
+
+            image = load_image(image)
+        return self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.transform})"

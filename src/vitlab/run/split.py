@@ -42,11 +42,18 @@ def eval_split(ckpt: dict, overrides=(), command: str = "eval") -> EvalSplit:
     cfg.data.train_subset = 1  # the training split is not needed
     _, val_ds, info = build_datasets(cfg.data, cfg.train.seed)
     want = ckpt["dataset"]
+    hint = ("; to evaluate every image of a folder of class folders, give it as the data folder "
+            "(vitlab eval CHECKPOINT --data DIR)") if command == "eval" and cfg.data.name == "imagefolder" else ""
     for what, have, need in (("channels", info.in_chans, want["in_chans"]),
                              ("classes", info.num_classes, want["num_classes"])):
         if have != need:
             raise UserError(f"the dataset {info.name} has {have} {what} but the checkpoint's model was trained "
-                            f"on {need}; check the --set data.* settings")
+                            f"on {need}; check the --set data.* settings{hint}")
+    if want.get("classes") and list(info.classes) != list(want["classes"]):  # the same number, other names
+        extra = [c for c in info.classes if c not in want["classes"]] or list(info.classes)
+        raise UserError(f"the dataset {info.name} has classes that are not the checkpoint's: {', '.join(extra[:10])}"
+                        f" (the checkpoint's: {', '.join(want['classes'][:10])}"
+                        f"{', ...' if len(want['classes']) > 10 else ''}); check the --set data.* settings{hint}")
     if len(val_ds) == 0:
         raise UserError(f"the validation split of {info.name} holds no images")
     return EvalSplit(cfg, val_ds, info)

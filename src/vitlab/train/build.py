@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from ..config import sized_model_args
@@ -16,9 +18,7 @@ def build_model(cfg, info, weights: bool = True) -> nn.Module:
     cannot take the dataset's channels or classes was refused when the config was read.
 
     With ``model.pretrained`` (and ``weights``; a resumed run takes its weights
-    from its checkpoint instead) the file is loaded with ``load_pretrained``
-    (position embeddings resampled, channels adapted) and, unless
-    ``model.keep_head``, the head is replaced by a zero-initialised one."""
+    from its checkpoint instead) the file is loaded by ``load_weights``."""
     # the name, the options and the builder's sizing were checked when the config was read
     args = sized_model_args(cfg, info.in_chans, info.num_classes, info.img_size)
     try:
@@ -26,11 +26,26 @@ def build_model(cfg, info, weights: bool = True) -> nn.Module:
     except ValueError as e:
         raise UserError(f"cannot build model {cfg.model.name!r}: {e}") from None
     if cfg.model.pretrained and weights:
-        from ..weights import load_pretrained
-        model = load_pretrained(model, cfg.model.pretrained)
-        if not cfg.model.keep_head:
-            model.reset_classifier(info.num_classes)
+        load_weights(model, cfg, info)
     return model
+
+
+def load_weights(model: nn.Module, cfg, info):
+    """Load the file ``model.pretrained`` into ``model`` (``build_model(cfg, info,
+    weights=False)``) with ``load_pretrained`` (position embeddings resampled,
+    channels adapted) and, unless ``model.keep_head``, replace the head by a
+    zero-initialised one. Returns the ``LoadReport``, whose ``changes`` then
+    say what became of the head whatever its class count."""
+    from ..weights import load_pretrained
+
+    _, report = load_pretrained(model, cfg.model.pretrained, report=True)
+    if not cfg.model.keep_head:
+        model.reset_classifier(info.num_classes)
+        if report.head_loaded:  # it fit, and is replaced all the same
+            line = (f"head replaced: the file's {info.num_classes}-class head not kept (model.keep_head is "
+                    "false), zero-initialised")
+            report = replace(report, head_loaded=False, changes=report.changes + (line,))
+    return report
 
 
 def weights_normalisation(cfg) -> str:

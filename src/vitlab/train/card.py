@@ -1,9 +1,10 @@
 """``model_card.md``: what a run is, written beside its checkpoints.
 
-Architecture and parameter count, the source weights (file name and
-sha256), data and preprocessing, the recipe, the result so far, the hardware
-and the time. Rewritten (atomically) when the run starts and after every
-epoch, so that it always describes the checkpoints next to it.
+Architecture and parameter count, the source weights (file name, sha256,
+layout, and what fitting them to the model changed), data and preprocessing,
+the recipe, the result so far, the hardware and the time. Rewritten
+(atomically) when the run starts and after every epoch, so that it always
+describes the checkpoints next to it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class CardFacts:
     cfg: object  # vitlab.config.Config
     info: object  # vitlab.data.DatasetInfo
     model: nn.Module
-    source: dict | None  # source_weights() of the pretrained file, None from scratch
+    source: dict | None  # source_weights() of the pretrained file (+ its layout and changes), None from scratch
     frozen: int  # frozen parameters (elements)
     train_images: int
     val_images: int
@@ -80,7 +81,7 @@ def card_lines(t: CardFacts) -> list[str]:
     src = t.source
     weights = (f"`{src['file']}` ({src['bytes']:,} bytes), sha256 `{src['sha256']}`" if src
                else "none: trained from scratch")
-    head = ("the file's head kept" if cfg.model.keep_head else "a new zero-initialised head") if src else ""
+    fitted = _fitted(src, cfg.model.keep_head)
     split = getattr(info, "val_split", "test")
     held = d.holdout or d.val_fraction
     val = (f"a seeded, stratified {100 * held:g}% of the training images (holdout)" if split == "holdout"
@@ -107,7 +108,7 @@ def card_lines(t: CardFacts) -> list[str]:
         "## Model", "",
         f"- `{model.model_name}` ({args})",
         f"- {n:,} parameters" + (f", {t.frozen:,} of them frozen; {freeze}" if t.frozen else f"; {freeze}"),
-        f"- source weights: {weights}" + (f"; {head}" if head else ""), "",
+        f"- source weights: {weights}" + fitted, "",
         "## Data", "",
         f"- `{info.name}`" + (f" from `{d.root}`" if d.root else "") + f": {t.train_images:,} training images, "
         f"{t.val_images:,} validation images ({val}), {info.num_classes} classes",
@@ -134,6 +135,19 @@ def card_lines(t: CardFacts) -> list[str]:
         f"Python {platform.python_version()}", "",
         "The whole config is `config.yaml`; per-epoch numbers are in `metrics.csv`.", "",
     ]
+
+
+def _fitted(src: dict | None, keep_head: bool) -> str:
+    """What loading the source weights changed, after their description: from the
+    report of ``load_pretrained`` kept with them; before it was kept, the head rule."""
+    if not src:
+        return ""
+    if "changes" not in src:
+        return "; " + ("the file's head kept" if keep_head else "a new zero-initialised head")
+    layout = f" ({src['layout']} layout)" if src.get("layout") else ""
+    if not src["changes"]:
+        return f"{layout}; every tensor loaded as it is"
+    return f"{layout}; fitted to the model:" + "".join(f"\n  - {c}" for c in src["changes"])
 
 
 def write_card(out: Path, facts: CardFacts) -> None:

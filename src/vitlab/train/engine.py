@@ -47,7 +47,7 @@ from ..run import checkpoint
 from ..run.folder import RunFolder
 from ..run.runtime import (apply_device_settings, device_settings, finish_distributed, init_distributed,
                            require_compiler, resolve_device, seed_everything, set_rng_state, unwrap_model)
-from .build import build_model, is_convolutional, weights_normalisation
+from .build import build_model, is_convolutional, load_weights, weights_normalisation
 from .card import CardFacts, source_weights, write_card
 from .freeze import apply_freeze, frozen_norms_to_eval
 from .objectives import MaskedPatchPrediction
@@ -104,7 +104,14 @@ class Trainer(CheckpointState):
                             "a classifier needs two or more (one folder per class)")
         self.mixer = batch_mixer(cfg.data, self.info.num_classes)
         self.notes.append(place_data(self.train_ds, self.val_ds, cfg.data, self.info, self.device))
-        self.model = build_model(cfg, self.info, weights=not resume).to(self.device)
+        self.model = build_model(cfg, self.info, weights=False)
+        self.weights_note = None  # what fitting the pretrained weights changed: a line of the log
+        if cfg.model.pretrained and not resume:
+            loaded = load_weights(self.model, cfg, self.info)
+            self.source.update(layout=loaded.layout, changes=list(loaded.changes))  # for the model card
+            self.weights_note = str(loaded)
+            self.notes.append(self.weights_note)
+        self.model = self.model.to(self.device)
         self.frozen = apply_freeze(self.model, cfg.model.freeze, cfg.model.freeze_blocks)
         self.memory_format = torch.preserve_format
         if self.settings["channels_last"] and is_convolutional(self.model):
@@ -441,7 +448,8 @@ class Trainer(CheckpointState):
         return CardFacts(
             run_name=self.out.name, cfg=self.cfg, info=self.info, model=unwrap_model(self.model),
             source=self.source, frozen=self.frozen, train_images=len(self.train_ds), val_images=len(self.val_ds),
-            notes=list(self.notes), world=self.dist.world, settings=dict(self.settings),
+            notes=[n for n in self.notes if n is not self.weights_note],  # the card's model section has it
+            world=self.dist.world, settings=dict(self.settings),
             channels_last=self.memory_format == torch.channels_last, device=self.device,
             history=list(self.history), epochs_done=self.epoch, total_epochs=self.total_epochs,
             steps_done=self.scheduler.last_epoch, total_steps=self.total_steps)

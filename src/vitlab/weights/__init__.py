@@ -4,7 +4,11 @@ a hybrid, a ResNet).
 ``load_pretrained(model, source)`` reads a file (``.npz``, ``.safetensors``,
 ``.pth``/``.pt``/``.bin``, or a Hugging Face model folder) or takes a state
 dict, detects its layout, maps every tensor to vitlab's names with one
-explicit key map per layout, checks every shape, and loads it.
+explicit key map per layout, checks every shape, and loads it. With
+``report=True`` it also returns a ``LoadReport``: what it changed, one line
+each (``report.changes``), e.g. ``head replaced: 1000 classes -> 10 classes,
+zero-initialised`` and ``position embeddings resampled from grid 14x14 to
+24x24 (bicubic)``; ``str(report)`` is all of it on one line.
 
 Layouts (detected from the key names):
 
@@ -58,8 +62,9 @@ SwiGLU MLP, norms inside the branches, a norm after the patch embedding), and
 the state dicts of other architectures (Swin, ConvNeXt, BEiT, EVA, CLIP,
 torchvision's ViT, a ResNet into a ViT, ...) unless the model has their names.
 
-What happens when the checkpoint and the model differ (each case is logged
-with the ``logging`` module, logger ``vitlab.weights``):
+What happens when the checkpoint and the model differ (each case is a line
+of the report's ``changes``, and logged with the ``logging`` module, logger
+``vitlab.weights``):
 
 - Patch grid: the patch part of the position embedding is resampled to the
   model's grid by 2D interpolation (bicubic by default, with antialiasing, as
@@ -110,7 +115,6 @@ eps 1e-6) in the last digits; timm's and vitlab's agree exactly.
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 from torch import nn
@@ -119,16 +123,20 @@ from .fit import fit
 from .layouts import map_layout
 from .norm import weights_normalisation
 from .read import read, unwrap
+from .report import Changes, LoadReport
 
-__all__ = ["load_pretrained", "weights_normalisation"]
+__all__ = ["load_pretrained", "weights_normalisation", "LoadReport"]
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
-def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
-                    interpolation: str = "bicubic") -> nn.Module:
+def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True, interpolation: str = "bicubic",
+                    report: bool = False) -> nn.Module | tuple[nn.Module, LoadReport]:
     """Load ``source`` (a path or a state dict, in timm, Hugging Face, Google
-    ``.npz``, big_vision or vitlab layout) into ``model`` and return it.
+    ``.npz``, big_vision or vitlab layout) into ``model`` and return it; with
+    ``report``, return ``(model, LoadReport)``: what was changed to make the
+    weights fit, one line each (``report.changes``; empty when every tensor
+    loaded as it is).
 
     Args:
         model: a vitlab model (``create_model``). ViTs and hybrids get the
@@ -142,6 +150,7 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
             and representation-layer rules in the module docstring).
         interpolation: 'bicubic' (default), 'bilinear' or 'nearest', for
             resampling position embeddings to the model's patch grid.
+        report: also return the ``LoadReport``.
 
     Raises:
         UserError: missing or corrupt file, unknown layout, a shape mismatch
@@ -152,12 +161,12 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True,
         raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
     state, meta, origin = read(source)
     state = unwrap(state, meta, origin)
+    note = Changes()
     if isinstance(meta.get("objective"), dict) and meta["objective"]:  # a vitlab masked-patch-prediction run
-        logging.getLogger("vitlab.weights").warning(
-            "%s: left out the masked-patch-prediction parts of the pre-training run (%s)", origin,
-            ", ".join(sorted(meta["objective"])))
-    layout, mapped, unused = map_layout(state, origin, set(model.state_dict()))
-    fit(model, mapped, meta, layout, origin, unused, strict, interpolation)
-    return model
+        note("left out the masked-patch-prediction parts of the pre-training run (%s)",
+             ", ".join(sorted(meta["objective"])), level=logging.WARNING)
+    layout, mapped, unused = map_layout(state, origin, set(model.state_dict()), note)
+    loaded = fit(model, mapped, meta, layout, origin, unused, strict, interpolation, note)
+    return (model, loaded) if report else model
 
 

@@ -24,6 +24,7 @@ from ..models.layers import pair
 from ..models.pos_embed import resample_grid, resample_rel_table
 from .layouts import Mapped
 from .read import Tensor
+from .report import Changes, LoadReport
 
 log = logging.getLogger("vitlab.weights")
 
@@ -55,7 +56,8 @@ def _shape_error(key: str, src: str, got, want) -> UserError:
 
 
 def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
-        unexpected: list[str], strict: bool, interpolation: str) -> None:
+        unexpected: list[str], strict: bool, interpolation: str, note: Changes) -> LoadReport:
+    """Load ``mapped`` into ``model`` by the fine-tuning rules; each adaptation is a line of ``note``."""
     target = model.state_dict()
     mapped = dict(mapped)
     plan: dict[str, Tensor] = {}
@@ -69,48 +71,49 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
         ckpt_tokens = [t for t in _PREFIX_TOKENS if t in mapped]
         if "cls_token" in mapped and "cls_token" not in target:
             mapped.pop("cls_token")
-            log.info("class token dropped: the model has none (pool='avg', class_token=False)")
+            note("class token dropped: the model has none (pool='avg', class_token=False)")
         if "dist_token" in mapped and "dist_token" not in target:
             mapped.pop("dist_token")
-            log.info("distillation token dropped: the model is not distilled (distilled=False); "
-                     "its class token now attends without it")
+            note("distillation token dropped: the model is not distilled (distilled=False); "
+                 "its class token now attends without it")
             for w in ("weight", "bias"):
                 if mapped.pop(f"head_dist.{w}", None) is not None and w == "weight":
-                    log.info("distillation head (head_dist) dropped: the model classifies the class token only")
+                    note("distillation head (head_dist) dropped: the model classifies the class token only")
         if "pos_embed" in mapped:
             pos, src = mapped.pop("pos_embed")
             if "pos_embed" in target:
-                plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_tokens, meta, interpolation)
+                plan["pos_embed"] = _fit_pos(model, pos, src, ckpt_tokens, meta, interpolation, note)
             else:
                 kind = getattr(model, "pos_embed_type", None)
                 why = ("the model uses fixed sin-cos position embeddings" if kind == "sincos" else
                        f"the model has pos_embed={kind!r}, without a 1-D position table")
                 unexpected.append(f"{src} ({why})")
-        _fit_pos_2d(mapped, target, plan, ckpt_tokens, interpolation)
-        _fit_relative(mapped, target, plan, interpolation)
+        _fit_pos_2d(mapped, target, plan, ckpt_tokens, interpolation, note)
+        _fit_relative(mapped, target, plan, interpolation, note)
         if "pre_logits.fc.weight" in mapped and "pre_logits.fc.weight" not in target:
             mapped.pop("pre_logits.fc.weight")
             mapped.pop("pre_logits.fc.bias", None)
-            log.info("representation layer (pre_logits) dropped: the model has none")
+            note("representation layer (pre_logits) dropped: the model has none")
             if hw in target:
                 head_rule = True
-                log.info("head zero-initialised: the checkpoint's head was trained on the dropped "
-                         "representation layer")
+                note("head replaced, zero-initialised: the checkpoint's head was trained on the dropped "
+                     "representation layer")
     first = f"{getattr(model, 'first_conv', '')}.weight"
     if first in mapped and first in target:
         w, src = mapped[first]
         want = target[first].shape
         if w.ndim == 4 and w.shape[1] != want[1] and (w.shape[0], *w.shape[2:]) == (want[0], *want[2:]):
             mapped[first] = (_adapt_in_chans(w, want[1]), src)
-            log.info("input convolution %s adapted from %d to %d input channels", first, w.shape[1], want[1])
+            note("input convolution %s adapted from %d to %d input channels (%s)", model.first_conv, w.shape[1],
+                 want[1], "summed over the colour channels" if want[1] == 1 else "repeated and rescaled")
     if hw in target and not head_rule:
         want = target[hw].shape
         if hw not in mapped:
             head_rule = True
-            log.info("head zero-initialised: the checkpoint has no classification head")
+            note("head zero-initialised (%d classes): the checkpoint has no classification head", want[0])
         elif mapped[hw][0].shape[0] != want[0]:
             head_rule = True
-            log.info("head zero-initialised: checkpoint has %d classes, the model %d", mapped[hw][0].shape[0], want[0])
+            note("head replaced: %d classes -> %d classes, zero-initialised", mapped[hw][0].shape[0], want[0])
     if head_rule or hw not in target:
         had = mapped.pop(hw, None)
         mapped.pop(hb, None)
@@ -118,7 +121,7 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
         had_dist = mapped.pop("head_dist.weight", None)
         mapped.pop("head_dist.bias", None)
         if (had is not None or had_dist is not None) and hw not in target:
-            log.info("checkpoint head dropped: the model has no head (num_classes=0)")
+            note("checkpoint head dropped: the model has no head (num_classes=0)")
 
     unexpected += [src for key, (_, src) in mapped.items() if key not in target]
     # a feature the model lacks (a hybrid's ResNet stem, layer scale, ...) explains what follows
@@ -147,7 +150,8 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
         msg = f"{origin} ({layout} layout) does not fit the model {_model_name(model)}: " + "; ".join(parts) + hint
         if strict:
             raise UserError(msg + "; pass strict=False to load what fits")
-        log.warning(msg)
+        note("%s", msg + ("; the missing ones keep the model's initial values" if missing else ""),
+             level=logging.WARNING)
 
     result = model.load_state_dict(plan, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
@@ -159,6 +163,8 @@ def fit(model: nn.Module, mapped: Mapped, meta: dict, layout: str, origin: str,
                 for k in (hw, hb):
                     model.get_parameter(k).zero_()
     log.info("loaded %d tensors from %s (%s layout)", len(plan), origin, layout)
+    return LoadReport(source=origin, layout=layout, loaded=len(plan), changes=tuple(note.lines),
+                      head_loaded=hw in plan, missing=tuple(missing), unused=tuple(unexpected))
 
 
 def _head_prefix(model: nn.Module) -> str:
@@ -193,7 +199,7 @@ def _few(names: list[str], n: int = 4) -> str:
 
 
 def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_tokens: list[str], meta: dict,
-             interpolation: str) -> Tensor:
+             interpolation: str, note: Changes) -> Tensor:
     """Checkpoint position table (1, [P+] N, D) -> the model's (1, P'+N', D).
 
     ``ckpt_tokens``: the checkpoint's prefix tokens ('cls_token', 'dist_token'),
@@ -232,13 +238,16 @@ def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_tokens: list[str], me
 
     if old_grid != model_grid:
         patches = resample_grid(patches, old_grid, model_grid, mode=interpolation)
-        log.info("position embeddings resampled from grid %dx%d to %dx%d (%s)",
-                 *old_grid, *model_grid, interpolation)
+        note("position embeddings resampled from grid %dx%d to %dx%d (%s)", *old_grid, *model_grid, interpolation)
     model_tokens = [t for t in _PREFIX_TOKENS if getattr(model, t, None) is not None]
     dropped = [t for t in entries if t not in model_tokens]
     if dropped:
-        log.info("position-embedding entries of the %s dropped: the model has no such token",
-                 " and ".join(_TOKEN_NAMES[t] for t in dropped))
+        note("position-embedding entries of the %s dropped: the model has no such token",
+             " and ".join(_TOKEN_NAMES[t] for t in dropped))
+    zeroed = [t for t in model_tokens if t in ckpt_tokens and t not in entries]
+    if zeroed:
+        note("%s given zero position embeddings: the checkpoint's table covers the patches only",
+             " and ".join(_TOKEN_NAMES[t] for t in zeroed))
     prefix = []
     for i, t in enumerate(model_tokens):
         if t in entries:
@@ -250,7 +259,8 @@ def _fit_pos(model: nn.Module, pos: Tensor, src: str, ckpt_tokens: list[str], me
     return torch.cat([p.to(patches.dtype) for p in prefix] + [patches], dim=1)
 
 
-def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, ckpt_tokens: list[str], interpolation: str) -> None:
+def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, ckpt_tokens: list[str], interpolation: str,
+                note: Changes) -> None:
     """'learned_2d': the X table (1, gw, D/2) and the Y table (1, gh, D/2), each
     resampled to the model's grid by 1-D interpolation (a 1 x g grid); the prefix
     tokens' own vectors (1, P, D) are kept for the tokens the model has."""
@@ -268,7 +278,7 @@ def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, ckpt_tokens: list[str]
         old = t.shape[1]
         if old != want[1]:
             t = resample_grid(t, (1, old), (1, want[1]), mode=interpolation)
-            log.info("%s resampled from %d to %d positions (%s)", key, old, want[1], interpolation)
+            note("%s resampled from %d to %d positions (%s)", key, old, want[1], interpolation)
         plan[key] = t
     if "pos_embed_cls" in mapped:
         t, src = mapped["pos_embed_cls"]
@@ -278,13 +288,13 @@ def _fit_pos_2d(mapped: Mapped, target: dict, plan: dict, ckpt_tokens: list[str]
             return  # the shape check reports it
         if not keep:
             mapped.pop("pos_embed_cls")
-            log.info("prefix tokens' position embeddings dropped: the model has no class token")
+            note("prefix tokens' position embeddings dropped: the model has no class token")
         elif len(keep) < t.shape[1]:
             mapped["pos_embed_cls"] = (t[:, keep], src)
-            log.info("distillation token's position embedding dropped: the model is not distilled")
+            note("distillation token's position embedding dropped: the model is not distilled")
 
 
-def _fit_relative(mapped: Mapped, target: dict, plan: dict, interpolation: str) -> None:
+def _fit_relative(mapped: Mapped, target: dict, plan: dict, interpolation: str, note: Changes) -> None:
     """'relative': each layer's bias table (heads, 2gh-1, 2gw-1), resampled to the
     model's grid by 2D interpolation of every head's table; the class token's
     biases are dropped when the model has no class token."""
@@ -300,14 +310,14 @@ def _fit_relative(mapped: Mapped, target: dict, plan: dict, interpolation: str) 
         plan[key] = t
     if resampled:
         (h0, w0), (h1, w1) = resampled
-        log.info("relative position bias tables resampled from grid %dx%d to %dx%d (%s)",
-                 (h0 + 1) // 2, (w0 + 1) // 2, (h1 + 1) // 2, (w1 + 1) // 2, interpolation)
+        note("relative position bias tables resampled from grid %dx%d to %dx%d (%s)",
+             (h0 + 1) // 2, (w0 + 1) // 2, (h1 + 1) // 2, (w1 + 1) // 2, interpolation)
     dropped = [k for k in mapped if k.endswith(".attn.relative_position_bias_cls") and k not in target
                and k.replace("_cls", "_table") in target]
     for k in dropped:
         mapped.pop(k)
     if dropped:
-        log.info("class-token relative position biases dropped: the model has no class token")
+        note("class-token relative position biases dropped: the model has no class token")
 
 
 def _meta_grid(meta: dict) -> tuple[int, int] | None:

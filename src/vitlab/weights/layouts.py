@@ -3,7 +3,6 @@ per layout from the checkpoint's names to vitlab's."""
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Callable
 
@@ -11,8 +10,7 @@ import torch
 
 from ..errors import UserError
 from .read import Tensor, reason
-
-log = logging.getLogger("vitlab.weights")
+from .report import Changes
 
 # vitlab key -> (tensor, name of the checkpoint tensor(s) it came from)
 Mapped = dict[str, tuple[Tensor, str]]
@@ -70,26 +68,28 @@ def refuse_unsupported(keys, origin: str, model_keys: set[str]) -> None:
                             "ViT cannot represent")
 
 
-def map_layout(state: dict[str, Tensor], origin: str, model_keys: set[str]) -> tuple[str, Mapped, list[str]]:
-    """Detect the layout and map to vitlab names. -> (layout, mapped, unused source keys)."""
+def map_layout(state: dict[str, Tensor], origin: str, model_keys: set[str],
+               note: Changes) -> tuple[str, Mapped, list[str]]:
+    """Detect the layout and map to vitlab names. -> (layout, mapped, unused source keys).
+    What the map leaves out on purpose (a mask token, arrays outside the model) goes to ``note``."""
     keys = state.keys()
     refuse_unsupported(keys, origin, model_keys)
     if "patch_embed.proj.weight" in keys or any(k.startswith("blocks.") for k in keys):
-        return "timm/vitlab", _map_timm(state), []
+        return "timm/vitlab", _map_timm(state, note), []
     if model_keys and len(model_keys.intersection(keys)) >= len(model_keys) / 2:
         return "vitlab", {k: (v, k) for k, v in state.items()}, []  # the model's own names (any model)
     for p in ("vit.", "deit.", ""):
         if f"{p}embeddings.patch_embeddings.projection.weight" in keys:
-            return ("hf",) + _map_hf(state, p)
+            return ("hf",) + _map_hf(state, p, note)
     for p in ("", "opt/target/", "params/", "params/img/", "img/"):
         if f"{p}embedding/kernel" in keys:
-            return _map_npz(state, p)
+            return _map_npz(state, p, note)
     sample = ", ".join(list(keys)[:4])
     raise UserError(f"{origin}: unknown weights layout (first keys: {sample}); expected a timm, "
                     "Hugging Face ViT, Google/big_vision .npz or vitlab checkpoint")
 
 
-def _map_timm(state: dict[str, Tensor]) -> Mapped:
+def _map_timm(state: dict[str, Tensor], note: Changes) -> Mapped:
     """timm's names are vitlab's. Besides: Facebook's DeiT-III / CaiT checkpoints name the
     layer scales ``blocks.N.gamma_1`` / ``gamma_2`` (timm: ``ls1.gamma`` / ``ls2.gamma``), and
     masked-image-modelling checkpoints (DINOv2, MAE) hold a ``mask_token`` used in
@@ -97,7 +97,7 @@ def _map_timm(state: dict[str, Tensor]) -> Mapped:
     out: Mapped = {}
     for k, v in state.items():
         if k == "mask_token":
-            log.info("mask token dropped: it is used in masked-image pretraining only")
+            note("mask token dropped: it is used in masked-image pretraining only")
             continue
         m = re.fullmatch(r"(blocks\.\d+\.)gamma_([12])", k)
         out[f"{m.group(1)}ls{m.group(2)}.gamma" if m else k] = (v, k)
@@ -138,7 +138,7 @@ def _block_indices(keys, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
 
 
-def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
+def _map_hf(state: dict[str, Tensor], p: str, note: Changes) -> tuple[Mapped, list[str]]:
     """``ViTModel`` / ``ViTForImageClassification`` (prefix ``vit.``) and ``DeiTModel`` /
     ``DeiTForImageClassificationWithTeacher`` (prefix ``deit.``; ``distillation_token``,
     ``cls_classifier``, ``distillation_classifier``: a distilled vitlab ViT)."""
@@ -178,17 +178,19 @@ def _map_hf(state: dict[str, Tensor], p: str) -> tuple[Mapped, list[str]]:
         r.add(f"head.{w}", f"cls_classifier.{w}")  # DeiT with its distillation head
         r.add(f"head_dist.{w}", f"distillation_classifier.{w}")
     # The mask token is used only for masked-image pretraining.
-    r.used.add(e + "mask_token")
+    if e + "mask_token" in state:
+        r.used.add(e + "mask_token")
+        note("mask token dropped: it is used in masked-image pretraining only")
     return r.out, r.leftover()
 
 
-def _map_npz(state: dict[str, Tensor], p: str) -> tuple[str, Mapped, list[str]]:
+def _map_npz(state: dict[str, Tensor], p: str, note: Changes) -> tuple[str, Mapped, list[str]]:
     """Google vision_transformer and big_vision Flax layouts. Flax kernels are
     (in, out); attention kernels split the heads: q/k/v (D, H, hd), out (H, hd, D)."""
     keys = state.keys()
     outside = [k for k in keys if not k.startswith(p)]
     if outside:
-        log.info("ignored %d arrays outside %r (e.g. %s)", len(outside), p, outside[0])
+        note("ignored %d arrays outside %r (e.g. %s)", len(outside), p, outside[0])
     tr = f"{p}Transformer/"
     stacked = f"{tr}encoderblock/LayerNorm_0/scale" in keys  # big_vision scan=True: layers on axis 0
     if stacked:
