@@ -7,7 +7,7 @@ medians and paired ratios; MFU on a GPU) lives in ``vitlab.bench``; every option
 
     python benchmarks/bench_vit_vs_timm.py                          # vit_s16, batch 4, CPU
     python benchmarks/bench_vit_vs_timm.py --threads 1 --rounds 15
-    python benchmarks/bench_vit_vs_timm.py --model vit_b16 --batch 256 --device cuda --amp bf16
+    python benchmarks/bench_vit_vs_timm.py --model vit_b16 --batch-size 256 --device cuda --amp bf16
 
 Results and the machines they came from: benchmarks/RESULTS.md.
 """
@@ -18,7 +18,7 @@ import sys
 
 from vitlab import cli
 
-DEFAULTS = ["--model", "vit_s16", "--batch", "4"]  # options given later on the command line win
+DEFAULTS = ["--model", "vit_s16", "--batch-size", "4"]  # options given later on the command line win
 
 
 def main(argv: list[str] | None = None) -> int:

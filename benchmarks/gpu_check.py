@@ -140,8 +140,8 @@ def step_cuda_tests(c: Check) -> None:
 
 
 def step_bench(c: Check) -> None:
-    args = (["--model", "vit_mnist", "--batch", "8", "--rounds", "2", "--device", "cpu"] if c.smoke else
-            ["--model", "vit_b16", "--img-size", "224", "--batch", "256", "--amp", "bf16", "--device", "cuda",
+    args = (["--model", "vit_mnist", "--batch-size", "8", "--rounds", "2", "--device", "cpu"] if c.smoke else
+            ["--model", "vit_b16", "--img-size", "224", "--batch-size", "256", "--amp", "bf16", "--device", "cuda",
              "--rounds", "5"])
     r = c.vitlab("bench", *args, "--json", timeout=min(120, c.left() - c.m(150)))
     try:

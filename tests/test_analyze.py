@@ -235,7 +235,7 @@ def _draw_with(family: str, text: str) -> None:
 def test_class_names_in_any_script_render(classes, tmp_path, caplog):
     from vitlab.analysis.gallery import plot_confusion_matrix, plot_gallery, plot_per_class
     from vitlab.metrics import error_summary
-    from vitlab.analysis.figures import font_families
+    from vitlab.plotting import font_families
 
     cjk_fonts = [f for f in font_families() if "CJK" in f or f.startswith(("WenQuanYi", "Droid Sans", "Source Han"))]
     if classes is CJK and not cjk_fonts:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, num_classes=10)
-TINY_SET = [f"{k}={v}" for k, v in TINY.items()]
+TINY_SET = [f"model.{k}={v}" for k, v in TINY.items()]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_peak_table(name, expected):
 
 
 def test_cli_json(timm, capsys):
-    assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--batch", "2", "--rounds", "1",
+    assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--batch-size", "2", "--rounds", "1",
                      "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
     r = json.loads(captured.out)
@@ -182,7 +182,7 @@ def test_cli_json(timm, capsys):
 
 
 def test_cli_markdown(timm, capsys):
-    assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--img-size", "8", "--batch", "2",
+    assert cli.main(["bench", "--model", "vit", "--set", *TINY_SET, "--img-size", "8", "--batch-size", "2",
                      "--rounds", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("### vitlab bench: vit vs timm") and "image 3x8x8" in out and "| train step" in out
@@ -191,15 +191,17 @@ def test_cli_markdown(timm, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--model", "vit_nope"], "unknown model 'vit_nope'"),
     (["--rounds", "0"], "--rounds must be 1 or more"),
-    (["--batch", "0"], "--batch must be 1 or more"),
+    (["--batch-size", "0"], "--batch-size must be 1 or more"),
     (["--threads", "0"], "--threads must be 1 or more"),
     (["--device", "tpu"], "--device 'tpu' is not a device"),
     (["--device", "meta"], "--device 'meta': vitlab runs on auto, cpu, cuda or cuda:N"),
     (["--model", "vit_cifar", "--img-size", "30"], "not divisible by patch size"),
-    (["--model", "vit", "--set", "pos_embed=sincos"], "timm's VisionTransformer has no pos_embed='sincos'"),
-    (["--model", "vit", "--set", "representation_size=8"], "no representation layer"),
+    (["--model", "vit", "--set", "model.pos_embed=sincos"], "timm's VisionTransformer has no pos_embed='sincos'"),
+    (["--model", "vit", "--set", "model.representation_size=8"], "no representation layer"),
     (["--model", "vit_cifar", "--set", "depth"], "--set takes KEY=VALUE"),
-    (["--model", "vit_cifar", "--set", "num_classes=0"], "num_classes of 1 or more"),
+    (["--model", "vit_cifar", "--set", "model.num_classes=0"], "num_classes of 1 or more"),
+    (["--model", "vit_cifar", "--set", "train.lr=0.1"], "--set train.lr: vitlab bench takes the model's options"),
+    (["--model", "vit_cifar", "--set", "model.name=vit_b16"], "give the model with --model"),
 ])
 def test_bad_input(capsys, args, message):
     assert message in fails(capsys, "bench", *args)

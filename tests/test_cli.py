@@ -119,13 +119,15 @@ def test_eval_prints_top1_top5_per_class_and_writes_confusion(run, capsys):
     assert cli.main(["eval", str(run / "best.pt")]) == 0
     out = capsys.readouterr().out.splitlines()
     best = max(read_metrics(run), key=lambda r: float(r["val_acc"]))  # the first of the best epochs
-    assert out[0].startswith(f"32 images: top-1 {100 * float(best['val_acc']):.2f}%  top-5 ")
-    per_class = out[1:11]
+    assert out[0].startswith("evaluated 32 images of the test split of fashion_mnist in ")
+    assert out[1].startswith(f"top-1 {100 * float(best['val_acc']):.2f}%  top-5 ")
+    per_class = out[2:12]
     assert [line.split()[0] for line in per_class] == [c.split()[0] for c in FASHION_CLASSES]
-    assert all(line.endswith("%") for line in per_class)
-    png = run / "best_confusion.png"
-    assert out[11] == f"confusion matrix: {png}"
-    with Image.open(png) as im:
+    assert all(line.endswith("images)") or line.endswith("image)") or line.endswith("no images")
+               for line in per_class)
+    folder = Path(out[12].removeprefix("outputs: "))
+    assert folder.parent == run and folder.name.startswith("eval-best-")
+    with Image.open(folder / "confusion.png") as im:
         assert im.format == "PNG"
 
 
@@ -303,7 +305,7 @@ def test_unreadable_yaml(tmp_path, capsys):
     assert f"cannot read config {binary}" in fails(capsys, "train", binary, "--out", tmp_path / "run")
     assert "config file not found" in fails(capsys, "train", tmp_path / "none.yaml")
     assert fails(capsys, "train", tmp_path) == \
-        f"vitlab: error: {tmp_path} is a folder; give a YAML config file (see configs/)"
+        f"vitlab: error: {tmp_path} is a folder; give a YAML config file or a preset's name (`vitlab presets`)"
     assert not (tmp_path / "run").exists()
 
 

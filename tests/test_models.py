@@ -96,7 +96,7 @@ def test_builders_have_explicit_signatures():
 
 def test_list_models_by_family():
     assert vitlab.list_models("resnet") == ["resnet101", "resnet18", "resnet34", "resnet50"]
-    assert set(vitlab.list_models("hybrid")) == {"vit_r50_b16", "vit_hybrid_cifar"}
+    assert set(vitlab.list_models("hybrid")) == {"vit_r50_b16", "vit_hybrid_cifar", "vit_c4gf", "vit_mnist_conv"}
     assert "vit_b16" in vitlab.list_models("vit") and "resnet18" not in vitlab.list_models("vit")
     assert vitlab.list_models("vt") == ["vt_resnet18", "vt_resnet34", "vt_resnet50"]
     assert sorted(vitlab.list_models()) == sorted(sum((vitlab.list_models(f) for f in ("vit", "hybrid", "resnet", "vt")), []))
@@ -260,7 +260,7 @@ def test_every_model_trains_and_is_rebuilt_by_eval_and_predict(name, fashion, tm
     val_acc = ckpt["history"][-1]["val_acc"]
     capsys.readouterr()
 
-    assert cli.main(["eval", str(out / "best.pt"), "--json", "--out", str(tmp_path / "conf.png")]) == 0
+    assert cli.main(["eval", str(out / "best.pt"), "--json", "--out", str(tmp_path / "eval")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 16 and math.isclose(result["top1"], val_acc)  # the rebuilt model scores as trained
 

@@ -356,7 +356,8 @@ def plot_cost(rows: list[dict], x: str) -> bytes:
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
-    """The folder for compare.csv and compare.png: it must exist (no folder is made for a typo)."""
+    """The folder for compare.csv and compare.png, refused where it is a file or missing
+    (``vitlab compare`` makes a missing one only once every run was read)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         if out_dir.exists():

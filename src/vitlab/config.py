@@ -17,6 +17,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -275,13 +276,61 @@ def _parse(d: dict[str, Any] | None) -> Config:
     return cfg
 
 
+# --------------------------------------------------------------------------- presets
+
+def preset_folder() -> Path:
+    """The folder of the YAML presets shipped in the package (``vitlab/presets``; the
+    repository's ``configs`` links to it)."""
+    return Path(str(resources.files(__package__) / "presets"))
+
+
+def presets() -> dict[str, Path]:
+    """The presets shipped with vitlab: name (the file name without ``.yaml``) -> file, by name."""
+    return {p.stem: p for p in sorted(preset_folder().glob("*.yaml"))}
+
+
+def preset_title(path: str | Path) -> str:
+    """The first line of a config file's header comment ('' without one)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
+def is_preset_name(config: str | Path) -> bool:
+    """A bare name: no folder, no ``.yaml``/``.yml`` ending, and no file or folder of that name here."""
+    text = str(config)
+    return bool(text) and "/" not in text and "\\" not in text and not text.endswith((".yaml", ".yml")) \
+        and not Path(text).exists()
+
+
+def find_config(config: str | Path) -> Path:
+    """The YAML file that ``config`` names: the path itself, or for a bare name (``cifar10_vit``:
+    see ``is_preset_name``) the preset of that name shipped with vitlab. ``UserError`` for a bare
+    name that is no preset, with the closest one."""
+    if not is_preset_name(config):
+        return Path(config)
+    known = presets()
+    name = str(config)
+    if name not in known:
+        raise UserError(f"no preset named {name!r}{did_you_mean(name, known)}; `vitlab presets` lists them "
+                        "(a config file is a path ending in .yaml)")
+    return known[name]
+
+
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a YAML preset and apply ``key=value`` overrides."""
-    path = Path(path)
+    """Read a YAML config file, or the preset of a bare name (``find_config``), and apply
+    ``key=value`` overrides."""
+    path = find_config(path)
     if path.is_dir():
-        raise UserError(f"{path} is a folder; give a YAML config file (see configs/)")
+        raise UserError(f"{path} is a folder; give a YAML config file or a preset's name (`vitlab presets`)")
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        hint = ""
+        if path.suffix in (".yaml", ".yml") and path.stem in presets():
+            hint = f" (vitlab ships a preset of that name: give `{path.stem}` instead of the path)"
+        raise UserError(f"config file not found: {path}{hint}")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
@@ -293,7 +342,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
     if data is None:
-        raise UserError(f"config {path} is empty: give model:, data: and train: sections (see configs/)")
+        raise UserError(f"config {path} is empty: give model:, data: and train: sections (see `vitlab presets`)")
     cfg = _parse(data)
     apply_overrides(cfg, overrides)
     check(cfg)  # after the overrides: --set model.name=... changes which options exist

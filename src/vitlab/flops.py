@@ -12,16 +12,26 @@ every torch version's counter (the CPU flash kernel, for one), so the count
 runs with the math attention backend, which computes attention with two
 batched matrix products that the counter always sees; fused kernels the
 counter knows are counted with its own formula as a fallback.
+
+``model_stats`` counts a registered model built on the meta device;
+``cached_model_stats`` keeps those figures in a file under ``~/.cache/vitlab``
+for as long as the code that gives them is the same (``vitlab models``,
+``vitlab flops``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import UserError
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -41,6 +51,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
         (C, H, W) shape. ViT-B/16 at 224 px gives about 17.56e9, torchvision's
         ResNet-50 about 4.09e9.
     """
+    from torch.utils.flop_counter import FlopCounterMode  # here: it imports triton where that is installed
+
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3:
         shape = (1,) + shape
@@ -121,3 +133,66 @@ def model_stats(name: str, img_size: int | None = None) -> tuple[int, int, tuple
     size = img_size or d.get("img_size") or 224
     shape = (d.get("in_chans", 3),) + (tuple(size) if isinstance(size, (tuple, list)) else (size, size))
     return (*model_size(model, shape), shape)
+
+
+def cache_file() -> Path | None:
+    """Where ``cached_model_stats`` keeps its figures: ``~/.cache/vitlab/model_stats.json``
+    (``$XDG_CACHE_HOME/vitlab/...`` when set); None where there is no home folder."""
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "vitlab" / "model_stats.json"
+    except RuntimeError:  # no home folder
+        return None
+
+
+def cached_model_stats(names: Sequence[str], img_size: int | None = None,
+                       path: Path | None = None) -> dict[str, tuple[int, int, tuple]]:
+    """``model_stats`` of each of ``names``, read from the file ``path`` (default ``cache_file()``)
+    where the same code counted them before, counted and written there otherwise.
+
+    Counting every registered model takes seconds (a forward pass of each on the meta device),
+    while the figures change only with the code: the file's entries hold for one torch version
+    and one text of ``vitlab.models`` and this module, and each for the model's name, family,
+    description and default arguments; any change and they are counted again. The models are
+    those of ``vitlab.models`` (the command line's). A file that cannot be read or written is
+    no error: the figures are counted."""
+    from .files import make_dirs, write_text
+    from .models import model_defaults, model_description, model_family
+
+    path = cache_file() if path is None else path
+    key = _code_fingerprint()
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path else {}
+        entries = saved["entries"] if saved.get("code") == key and isinstance(saved.get("entries"), dict) else {}
+    except (OSError, ValueError, AttributeError, TypeError):
+        entries = {}
+    out, new = {}, False
+    for name in names:
+        entry = json.dumps([name, img_size, model_family(name), model_description(name), model_defaults(name)],
+                           sort_keys=True, default=repr)
+        try:
+            params, macs, shape = entries[entry]
+            out[name] = (int(params), int(macs), tuple(int(v) for v in shape))
+            continue
+        except (KeyError, TypeError, ValueError):  # not there, or not what this code writes
+            pass
+        out[name] = model_stats(name, img_size)
+        entries[entry] = [out[name][0], out[name][1], list(out[name][2])]
+        new = True
+    if new and path:
+        try:
+            make_dirs(path.parent)
+            write_text(path, json.dumps({"code": key, "entries": entries}, indent=0) + "\n")
+        except UserError:  # a read-only or full disk: counted again next time
+            pass
+    return out
+
+
+def _code_fingerprint() -> str:
+    """A hash of what the figures depend on: torch's version and the source of the models and of
+    this module."""
+    from . import models
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in sorted(Path(models.__file__).parent.glob("*.py")) + [Path(__file__)]:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()

@@ -54,27 +54,31 @@ def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int)
 def confusion_png(conf: torch.Tensor, classes: Sequence[str], title: str = "", normalised: bool = False) -> bytes:
     """The confusion matrix ``conf`` (true class x predicted class, counts) as PNG bytes,
     coloured by the fraction of each true class; up to 30 classes, each cell also shows
-    its count, or with ``normalised`` its fraction of the row."""
-    from .plotting import new_figure, png_bytes
+    its count, or with ``normalised`` its fraction of the row. Drawn inside
+    ``plotting.fonts()`` (tick labels are made while saving), so class names in any
+    script render where a font has them."""
+    from .plotting import fonts, new_figure, png_bytes
 
     k = len(classes)
     norm = conf.float() / conf.sum(1, keepdim=True).clamp(min=1)
     size = min(4 + 0.45 * k, 30)
-    fig = new_figure(figsize=(size, size))
-    ax = fig.subplots()
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if k <= 30:
-        ax.set_xticks(range(k), list(classes), rotation=90)
-        ax.set_yticks(range(k), list(classes))
-        for i in range(k):
-            for j in range(k):
-                if conf[i, j]:
-                    ax.text(j, i, f"{norm[i, j]:.2f}" if normalised else int(conf[i, j]), ha="center",
-                            va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
-    default = "confusion matrix (rows normalised: fraction of each true class)" if normalised else "confusion matrix"
-    ax.set(xlabel="predicted", ylabel="true", title=title or default)
-    fig.tight_layout()
-    return png_bytes(fig)
+    with fonts():
+        fig = new_figure(figsize=(size, size))
+        ax = fig.subplots()
+        ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+        if k <= 30:
+            ax.set_xticks(range(k), list(classes), rotation=90)
+            ax.set_yticks(range(k), list(classes))
+            for i in range(k):
+                for j in range(k):
+                    if conf[i, j]:
+                        ax.text(j, i, f"{norm[i, j]:.2f}" if normalised else int(conf[i, j]), ha="center",
+                                va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+        default = ("confusion matrix (rows normalised: fraction of each true class)" if normalised
+                   else "confusion matrix")
+        ax.set(xlabel="predicted", ylabel="true", title=title or default)
+        fig.tight_layout()
+        return png_bytes(fig)
 
 
 def error_summary(preds: dict[str, torch.Tensor], classes: Sequence[str]) -> dict:

@@ -35,7 +35,7 @@ from .distance import mean_attention_distance
 from .filters import patch_filter_components
 from ..metrics import error_summary, predict_split
 from .gallery import confident_mistakes, plot_confusion_matrix, plot_gallery, plot_per_class
-from .figures import font_families, fonts
+from ..plotting import font_families, fonts
 from .plots import plot_attention_distance, plot_filter_components, plot_pos_embed_similarity, plot_rollout
 from .posembed import pos_embed_similarity
 from .rollout import attention_rollout

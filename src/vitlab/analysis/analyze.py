@@ -34,10 +34,11 @@ import torch
 
 from ..errors import UserError
 from ._common import NotAnalysable, counted
+from .filters import max_components
 from ..metrics import error_summary, predict_split
 from .gallery import (class_spread_indices, confident_mistakes, gallery_indices, plot_confusion_matrix, plot_gallery,
                       plot_per_class, prediction_rows)
-from .figures import fonts
+from ..plotting import fonts
 from .plots import (plot_attention_distance, plot_filter_components, plot_pos_embed_similarity,
                     plot_rollout)
 from .report import Items, Picture, Preformatted, Section, Table, Text, write_report
@@ -46,15 +47,20 @@ CONFUSION_TABLE_MAX = 20  # classes up to which the report shows the confusion m
 
 
 def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = (), num_images: int = 8,
-                       distance_images: int = 128, overrides: list[str] = (), gallery: int = 16) -> list[str]:
+                       distance_images: int = 128, overrides: list[str] = (), gallery: int = 16,
+                       device: str = "auto") -> list[str]:
     """Write the analyses of checkpoint ``path`` to the folder ``out``; returns the
-    lines of the report (written as ``out/report.md`` and ``out/report.html``)."""
+    lines of the report (written as ``out/report.md`` and ``out/report.html``). ``device``
+    (auto, cpu, cuda, cuda:N) predicts the whole split for the error analysis; the
+    attention of the few images shown is computed on the CPU."""
+    from ..run.runtime import resolve_device
     from ..run import checkpoint
     from ..run.split import check_data_overrides, eval_split
 
     if num_images < 1 or distance_images < 1 or gallery < 1:
         raise UserError("--num-images, --distance-images and --gallery must be 1 or more")
     check_data_overrides(overrides, "analyze")
+    device = resolve_device(device)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty folder; choose another")
@@ -87,7 +93,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
                     "skipped (the image files given have no labels; run without --images to analyse the "
                     "validation split)"])]))
             else:
-                sections += _error_sections(model, split, ckpt, gallery, Path(path).name, out)
+                sections += _error_sections(model, split, ckpt, gallery, Path(path).name, out, device)
         sections += _run_sections(Path(path).parent, out)
         md_path, _ = write_report(out, f"Analyses of `{path}`", intro, sections)
         return md_path.read_text(encoding="utf-8").splitlines()
@@ -177,7 +183,7 @@ def _vit_sections(model, rollout: Rollout, batch: torch.Tensor, out: Path) -> li
              ("position-embedding similarity", "pos_embed_similarity.png",
               lambda p: plot_pos_embed_similarity(model, p)),
              ("patch-embedding filters (principal components)", "filters.png",
-              lambda p: plot_filter_components(model, p, k=min(28, _max_components(model))))]
+              lambda p: plot_filter_components(model, p, k=min(28, max(1, max_components(model)))))]
     for title, name, draw in steps:
         try:
             png, data = draw(out / name)
@@ -191,14 +197,12 @@ def _vit_sections(model, rollout: Rollout, batch: torch.Tensor, out: Path) -> li
     return sections
 
 
-def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path) -> list[Section]:
-    """Predictions over the whole split: the summary, the two galleries, per-class accuracy
-    and the confusion matrices."""
-    from ..run.runtime import resolve_device
+def _error_sections(model, split, ckpt: dict, count: int, name: str, out: Path, device) -> list[Section]:
+    """Predictions over the whole split (on ``device``): the summary, the two galleries,
+    per-class accuracy and the confusion matrices."""
     from ..run.split import split_batches
 
     val_ds, info = split.dataset, split.info
-    device = resolve_device("auto")
     preds = predict_split(model.to(device), split_batches(split, 256, device))
     model.cpu()
     classes = list(info.classes)
@@ -299,8 +303,3 @@ def _last_metrics(path: Path) -> dict[str, str] | None:
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
     return {k: v for k, v in rows[-1].items() if k is not None} if rows else None
-
-
-def _max_components(model) -> int:
-    w = getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "weight", None)
-    return 28 if w is None else max(1, min(w.shape[0] - 1, w[0].numel()))

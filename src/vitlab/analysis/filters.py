@@ -10,9 +10,11 @@ The patch embedding is a linear map of the flattened patch: its weight
 ``patch_embed.proj.weight`` (D, C, p, p) holds D filters of C*p*p values.
 The filters are the D samples: flattened to (D, C*p*p), centred on their
 mean filter, and decomposed by SVD; the right singular vectors, largest
-singular value first, are the principal components. A hybrid's projection is
-a 1x1 convolution over CNN feature channels, not filters over image patches,
-and is refused.
+singular value first, are the principal components. A ViT with a plain
+convolutional stem (``models/conv_stem.py``) has no patch filters; its filters
+that see pixels are the first convolution's (3x3), analysed the same way. A
+ResNet-v2 hybrid's projection is a 1x1 convolution over CNN feature channels,
+not filters over image patches, and is refused.
 """
 
 from __future__ import annotations
@@ -24,18 +26,21 @@ from ._common import NotAnalysable, model_name, require_vit
 
 def filter_pca(model, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """(components (k, C, p, p), explained variance ratio (k,)), on the CPU; see
-    ``patch_filter_components``."""
+    ``patch_filter_components`` (a conv stem: of its first convolution's filters)."""
     require_vit(model, "patch filter components")
     from ..models.layers import PatchEmbed
 
     embed = getattr(model, "patch_embed", None)
-    if not isinstance(embed, PatchEmbed):
+    if hasattr(embed, "pixel_filters"):  # a conv stem: its first convolution's filters
+        weight = embed.pixel_filters.detach().cpu().double()
+    elif isinstance(embed, PatchEmbed):
+        weight = embed.proj.weight.detach().cpu().double()  # (D, C, p, p)
+    else:
         proj = getattr(embed, "proj", None)
         inputs = f" of {proj.in_channels} CNN feature channels" if isinstance(proj, torch.nn.Conv2d) else ""
         raise NotAnalysable(f"patch filter components need a ViT whose patch embedding sees image patches; "
                             f"model {model_name(model)!r} is a hybrid: its projection is a 1x1 convolution"
                             f"{inputs}, whose filters are not image patches")
-    weight = embed.proj.weight.detach().cpu().double()  # (D, C, p, p)
     d, shape = weight.shape[0], weight.shape[1:]
     flat = weight.reshape(d, -1)  # (D, C*p*p): one sample per filter
     limit = min(d - 1, flat.shape[1])  # centring D samples leaves at most D - 1 directions
@@ -58,3 +63,21 @@ def patch_filter_components(model, k: int = 28) -> torch.Tensor:
     most min(D - 1, C*p*p). Raises ``UserError`` for a CNN and, also a ``ValueError``,
     for a hybrid, whose 1x1 projection acts on CNN features."""
     return filter_pca(model, k)[0]
+
+
+def filters_seen(model) -> str:
+    """What ``filter_pca`` decomposes, in words, for titles."""
+    embed = getattr(model, "patch_embed", None)
+    if hasattr(embed, "pixel_filters"):
+        k = "x".join(map(str, embed.pixel_filters.shape[-2:]))
+        return f"first stem convolution's {k} filters"
+    return "patch embedding filters"
+
+
+def max_components(model) -> int:
+    """The most principal components ``filter_pca`` can give for ``model`` (0 if none)."""
+    embed = getattr(model, "patch_embed", None)
+    w = getattr(embed, "pixel_filters", None)
+    if w is None:
+        w = getattr(getattr(embed, "proj", None), "weight", None)
+    return 0 if w is None else max(0, min(w.shape[0] - 1, w[0].numel()))

@@ -22,9 +22,10 @@ from typing import Sequence
 
 import torch
 
+from ..metrics import confusion_png
 from ..plotting import new_figure, png_bytes
 from ._common import counted
-from .figures import draw_confusion, picture_paths, short, with_fonts, write_picture
+from .figures import picture_paths, short, with_fonts, write_picture
 
 
 def gallery_indices(n: int, count: int) -> torch.Tensor:
@@ -163,7 +164,7 @@ def plot_per_class(summary: dict, path: str | Path, title: str = "") -> tuple[Pa
 @with_fonts
 def plot_confusion_matrix(conf: torch.Tensor, classes: Sequence[str], path: str | Path, normalised: bool = False,
                           title: str = "") -> tuple[Path, Path]:
-    """The confusion matrix as ``vitlab eval`` draws it (``figures.draw_confusion``),
+    """The confusion matrix as ``vitlab eval`` draws it (``metrics.confusion_png``),
     cells labelled with counts or, ``normalised``, with the fraction of their row (true
     class). Numbers: ``.csv``, one row per true class, one column per predicted class,
     counts or row fractions. Returns (png, csv)."""
@@ -175,6 +176,5 @@ def plot_confusion_matrix(conf: torch.Tensor, classes: Sequence[str], path: str 
     out.writerow(["true \\ predicted", *classes])
     for i, c in enumerate(classes):
         out.writerow([c, *([f"{v:.6f}" for v in norm[i].tolist()] if normalised else conf[i].tolist())])
-    png = io.BytesIO()
-    draw_confusion(conf, list(classes), png, title=title, normalised=normalised)
-    return write_picture(png_path, png.getvalue(), data_path, buf.getvalue().encode())
+    png = confusion_png(conf, list(classes), title=title, normalised=normalised)
+    return write_picture(png_path, png, data_path, buf.getvalue().encode())

@@ -22,7 +22,7 @@ import torch
 
 from ._common import counted, grid_of, model_name, patch_pixels, require_vit
 from .distance import mean_attention_distance, patch_distances
-from .filters import filter_pca
+from .filters import filter_pca, filters_seen
 from .posembed import pos_embed_similarity
 from .rollout import attention_rollout
 from ..plotting import new_figure, png_bytes
@@ -161,7 +161,7 @@ def plot_filter_components(model, path: str | Path, k: int = 28, columns: int = 
     ax.imshow(mosaic if c == 3 else mosaic[..., 0], cmap=None if c == 3 else "gray", vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(f"patch embedding filters of {model_name(model)}: first {k} principal components "
+    ax.set_title(f"{filters_seen(model)} of {model_name(model)}: first {k} principal components "
                  f"({100 * float(ratio.sum()):.0f}% of the variance)", fontsize=8)
     fig.tight_layout()
     data = {"analysis": "patch_filter_components", "model": model_name(model), "k": k, "shape": [c, p, q],

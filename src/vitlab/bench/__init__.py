@@ -52,19 +52,33 @@ __all__ = ["run_bench", "OutputMismatch", "parse_overrides", "format_markdown", 
 AMP = ("none", "bf16")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["depth=6", "pos_embed=sincos"]`` -> model options (values read as YAML)."""
+def parse_overrides(items: list[str], notes: list[str] | None = None) -> dict[str, Any]:
+    """``["model.depth=6", "model.pos_embed=sincos"]`` (the config's spelling) -> the model's
+    options ``{"depth": 6, "pos_embed": "sincos"}``, values read as YAML. A bare ``depth=6``
+    is read as ``model.depth=6``, with a line for ``notes`` that says so; a key of another
+    section is refused."""
     import yaml
 
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set takes KEY=VALUE model options (e.g. --set depth=6), got {item!r}")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set takes KEY=VALUE model options (e.g. --set model.depth=6), got {item!r}")
+        section, dot, name = key.partition(".")
+        if not dot:
+            section, name = "model", key
+            if notes is not None:
+                notes.append(f"--set {key}={raw} is now --set model.{key}={raw}")
+        if section != "model" or not name:
+            raise UserError(f"--set {key}: vitlab bench takes the model's options, model.KEY=VALUE "
+                            "(e.g. --set model.depth=6)")
+        if name == "name":
+            raise UserError("--set model.name: give the model with --model")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[name] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            raise UserError(f"--set {key.strip()}: cannot read the value {raw!r}") from None
+            raise UserError(f"--set {key}: cannot read the value {raw!r}") from None
     return out
 
 
@@ -81,7 +95,8 @@ def run_bench(model: str = "vit_cifar", *, img_size: int | None = None, batch: i
         batch: images per step. device: 'cpu', 'cuda[:N]' or 'auto'. amp: 'none' (fp32) or
             'bf16' (``torch.autocast``). rounds: timed rounds (median). threads: CPU threads
             (``torch.set_num_threads``, restored afterwards). compile: ``torch.compile`` both.
-        overrides: other model options, as ``create_model``'s keywords.
+        overrides: other model options, as ``create_model``'s keywords (``parse_overrides``
+            reads them from ``--set model.KEY=VALUE``).
         warmup: untimed calls per model and phase before the rounds.
         min_seconds: each timing repeats its call until it lasts about this long (calibrated
             after warm-up; 0: one call per timing).
@@ -149,7 +164,8 @@ class _ModelSpec(NamedTuple):
 
 
 def _check_settings(*, rounds: int, batch: int, threads: int | None, img_size: int | None, amp: str) -> None:
-    for flag, value in (("--rounds", rounds), ("--batch", batch), ("--threads", threads), ("--img-size", img_size)):
+    for flag, value in (("--rounds", rounds), ("--batch-size", batch), ("--threads", threads),
+                        ("--img-size", img_size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be 1 or more, got {value}")
     if amp not in AMP:

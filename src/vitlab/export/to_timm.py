@@ -61,6 +61,8 @@ def refusal(src: Source) -> str | None:
             return "a relative position bias (pos_embed='relative'; timm's ViT has none)"
         if o.representation:
             return "a representation layer (representation_size; timm's ViT has none)"
+        if o.conv_stem:
+            return "a plain convolutional stem (stem_channels; timm's ViTs have no such stem)"
         if o.hybrid:
             a = src.args
             layers = tuple(a.get("layers", ()))

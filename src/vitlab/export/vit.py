@@ -29,6 +29,7 @@ class ViTOptions:
     distilled: bool
     representation: bool  # a pre-logits layer (Linear + tanh)
     hybrid: bool
+    conv_stem: bool  # a plain convolutional stem (models/conv_stem.py), not a ResNet-v2
 
 
 def vit_options(src: Source) -> ViTOptions | None:
@@ -53,6 +54,7 @@ def vit_options(src: Source) -> ViTOptions | None:
         distilled=bool(m.distilled),
         representation=not isinstance(m.pre_logits, nn.Identity),
         hybrid=src.family == "hybrid",
+        conv_stem=hasattr(m.patch_embed, "pixel_filters"),
     )
 
 

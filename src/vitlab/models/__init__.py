@@ -3,7 +3,8 @@
 The files: ``registry`` (names, families, ``create_model``), ``vit`` (the
 Vision Transformer and its size table), ``layers`` (its building blocks and
 init helpers), ``pos_embed`` (position embeddings and their resampling),
-``hybrid`` (a ResNet-v2 stem, then a ViT), ``resnet`` (torchvision's ResNets),
+``hybrid`` (a ResNet-v2 stem, then a ViT), ``conv_stem`` (a plain
+3x3-conv stem, then a ViT), ``resnet`` (torchvision's ResNets),
 ``vt`` (VT-ResNets), ``head`` (the shared classification head).
 
 The model protocol: every registered model, whatever its family ('vit',

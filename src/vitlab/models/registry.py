@@ -18,7 +18,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import did_you_mean
-from . import hybrid, resnet, vt
+from . import conv_stem, hybrid, resnet, vt
 from .vit import SIZES, VisionTransformer
 
 
@@ -31,7 +31,7 @@ class _Entry(typing.NamedTuple):
 
 _TABLE: dict[str, _Entry] = {}
 # family -> what it is, in the order `vitlab models` lists them
-FAMILIES = {"vit": "Vision Transformers", "hybrid": "hybrids: a ResNet stem, then a ViT",
+FAMILIES = {"vit": "Vision Transformers", "hybrid": "hybrids: a convolutional stem (ResNet-v2 or plain), then a ViT",
             "resnet": "ResNet baselines", "vt": "VT-ResNets: ResNet stages, then token-based VT modules"}
 
 
@@ -108,6 +108,15 @@ register("vit_hybrid_cifar", hybrid.vit_hybrid,
          "7 layers of width 384", "hybrid",
          img_size=32, num_classes=10, layers=(2, 2), stem="cifar", width=32, embed_dim=384, depth=7,
          num_heads=12, mlp_dim=384)
+
+# A plain convolutional stem before the ViT (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
+register("vit_c4gf", conv_stem.vit_conv_stem,
+         "ViT_C-4GF: 3x3 stride-2 conv stem (48, 96, 192, 384) + 11 layers of ViT-S, 224 px", "hybrid",
+         img_size=224)
+register("vit_mnist_conv", conv_stem.vit_conv_stem,
+         "MNIST/Fashion-MNIST ViT with a conv stem (16, 32, 64; 4x4 grid) + vit_mnist's 6 layers, 28 px, 1 channel",
+         "hybrid", img_size=28, in_chans=1, num_classes=10, stem_channels=(16, 32, 64), embed_dim=64, depth=6,
+         num_heads=2, mlp_dim=128)
 
 # VT-ResNet (Wu et al.): ResNet stages 1-3, then VT modules in place of stage 4.
 for _depth, _n in ((18, 2), (34, 3), (50, 3)):
