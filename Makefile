@@ -36,11 +36,11 @@ dev: $(VENV)/.installed-dev
 fashion-mnist:
 	@[ -d $(FMNIST) ] || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
 
-# Train the small ViT on Fashion-MNIST on the CPU (see configs/fashion_mnist_vit.yaml), then
+# Train the small ViT on Fashion-MNIST on the CPU (see configs/fashion_mnist_vit_conv.yaml), then
 # analyse its best checkpoint: report.html holds the paper's pictures for this model.
 demo: install fashion-mnist
-	@run=runs/fashion_mnist_vit-$$(date +%Y%m%d-%H%M%S) && \
-	$(BIN)/vitlab train configs/fashion_mnist_vit.yaml --out $$run && \
+	@run=runs/fashion_mnist_vit_conv-$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/vitlab train configs/fashion_mnist_vit_conv.yaml --out $$run && \
 	$(BIN)/vitlab analyze $$run/best.pt --out $$run/analysis && \
 	echo "demo done: open $$run/analysis/report.html"
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 import vitlab.data.checks as checks_mod
 from data_helpers import cfg, make_cifar10_python, make_idx, make_tiny_imagenet, one_line, save_image, write_idx
-from tiny import write_config
+from tiny import fails, write_config
 from vitlab import cli
 from vitlab.data import (DATASETS, build_datasets, check_options, class_from_filename, find_bad_images,
                          read_image)
@@ -451,3 +451,14 @@ def test_train_on_a_messy_folder(tmp_path, capsys, layout):
     out = capsys.readouterr()
     assert "Traceback" not in out.err
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "metrics.csv").is_file()
+
+
+def test_a_folder_of_one_class_is_refused_in_one_line(tmp_path, capsys):
+    for k in range(4):
+        save_image(tmp_path / "photos" / "cat" / f"cat_{k:04d}.png", size=(16, 16), fmt="PNG")
+    data = {"name": "imagefolder", "root": str(tmp_path / "photos"), "img_size": 16, "val_fraction": 0.25}
+    cfg = write_config(tmp_path / "c.yaml", data, model={"name": "vit_ti16", "img_size": 16, "patch_size": 8,
+                                                         "depth": 1})
+    err = fails(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert "1 class (cat)" in err and "a classifier needs two or more" in err
+    assert not (tmp_path / "run").exists()

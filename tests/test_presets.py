@@ -47,7 +47,7 @@ def test_every_preset_has_a_header_line_and_is_listed(capsys):
 
 def test_preset_title():
     assert cfgmod.preset_title(PRESETS / "fashion_mnist_vit.yaml") == \
-        "The demo: a small ViT trained from scratch on Fashion-MNIST, on a laptop-class CPU."
+        "A small patch-7 ViT trained from scratch on Fashion-MNIST on a CPU: the studies' model."
 
 
 def test_a_bare_name_is_a_preset_from_any_folder(tmp_path, monkeypatch):
