@@ -485,12 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "labelled images: top-1/top-5, loss, per-class accuracy, confusion matrix")
     e.add_argument("checkpoint")
     e.add_argument("--data", metavar="DIR", help="evaluate every image of DIR instead, in class folders: "
-                   "DIR/<class>/... or DIR/test/<class>/...")
+                   "DIR/<class>/... or DIR/test/<class>/... (or val/, valid/, validation/)")
     _add_set(e, "override the checkpoint's data config (not with --data), e.g. --set data.root=/data/cifar10")
     _add_device(e)
     _add_batch_size(e, 256, "images evaluated at once")
     _add_threads(e)
-    e.add_argument("--out", metavar="DIR", help="the folder for confusion.png, metrics.json and predictions.csv "
+    e.add_argument("--out", metavar="DIR", help="the folder for confusion.png, metrics.json, predictions.csv and skipped.txt "
                    "(made if missing; default eval-<checkpoint>-<data>/ beside the checkpoint)")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=_cmd_eval)
