@@ -113,8 +113,9 @@ def run_eval(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     classes = ev["classes"]
     r = error_summary(ev["preds"], classes)
     counts = r["per_class_count"]
-    identity = {"checkpoint": str(Path(checkpoint).resolve()), "data_folder": ev["data_folder"],
-                "overrides": overrides}
+    identity = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_epoch": ckpt.get("epoch"),
+                "checkpoint_samples": ckpt.get("skip_samples", 0),  # images into its epoch, saved mid-epoch
+                "data_folder": ev["data_folder"], "overrides": overrides}
     folder = Path(out) if out is not None else _default_out(Path(checkpoint), ev["name"], identity)
     files = [folder / f for f in OUTPUT_FILES if f != "skipped.txt" or ev["skipped"] or ev["ignored"]]
     result = {
@@ -358,7 +359,8 @@ def _reason(msg: str, path: str) -> str:
 
 def _default_out(checkpoint: Path, name: str, identity: dict) -> Path:
     """``<checkpoint's folder>/eval-<checkpoint name>-<name>``, or with ``-2``, ``-3``, ...
-    when that folder holds something else than an evaluation of the same checkpoint on
+    when that folder holds something else than an evaluation of the same checkpoint (its
+    path, epoch and position in the epoch: a run trained further is another checkpoint) on
     the same data."""
     base = checkpoint.parent / f"eval-{checkpoint.stem}-{name}"
     i = 1
