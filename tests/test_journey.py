@@ -244,6 +244,19 @@ def test_finetune_keeping_the_head_on_the_same_classes_loads_every_tensor(journe
     assert "every tensor loaded as it is" in (out / "model_card.md").read_text()
 
 
+def test_finetune_keeping_the_head_on_other_classes_warns(journey, tmp_path, capsys):
+    renamed = tmp_path / "renamed"
+    for old, new in zip(CLASSES, ("ant", "bee", "cow")):
+        shutil.copytree(journey["dir"] / "photos" / old, renamed / new)
+    cfg = config(journey["dir"], "keep-other", {**MODEL, "keep_head": True}, {"root": str(renamed)}, steps=1)
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", str(cfg), "--weights", str(journey["run"] / "best.pt"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    warning = ("warning: head kept (model.keep_head) although its classes are not the data's: the file's "
+               "3 classes (cat, dog, fox) against 3 classes (ant, bee, cow)")
+    assert warning in printed and warning in (out / "model_card.md").read_text()
+
+
 def test_an_interrupted_run_resumes_to_its_configured_length(journey, tmp_path, monkeypatch, capsys):
     cfg = config(journey["dir"], "resume", epochs=2)
     out = tmp_path / "run"

@@ -45,7 +45,17 @@ def load_weights(model: nn.Module, cfg, info):
             line = (f"head replaced: the file's {info.num_classes}-class head not kept (model.keep_head is "
                     "false), zero-initialised")
             report = replace(report, head_loaded=False, changes=report.changes + (line,))
+    elif report.head_loaded and report.classes is not None and list(report.classes) != list(info.classes):
+        line = (f"warning: head kept (model.keep_head) although its classes are not the data's: the file's "
+                f"{_listed(report.classes)} against {_listed(info.classes)}; class i of the data takes the "
+                "file's class i")
+        report = replace(report, changes=report.changes + (line,))
     return report
+
+
+def _listed(classes, shown: int = 5) -> str:
+    names = ", ".join(list(classes)[:shown]) + (", ..." if len(classes) > shown else "")
+    return f"{len(classes)} classes ({names})"
 
 
 def weights_normalisation(cfg) -> str:

@@ -115,6 +115,7 @@ eps 1e-6) in the last digits; timm's and vitlab's agree exactly.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -167,6 +168,9 @@ def load_pretrained(model: nn.Module, source: Any, *, strict: bool = True, inter
              ", ".join(sorted(meta["objective"])), level=logging.WARNING)
     layout, mapped, unused = map_layout(state, origin, set(model.state_dict()), note)
     loaded = fit(model, mapped, meta, layout, origin, unused, strict, interpolation, note)
+    dataset = meta.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("classes"), (list, tuple)):
+        loaded = replace(loaded, classes=tuple(map(str, dataset["classes"])))
     return (model, loaded) if report else model
 
 

@@ -21,6 +21,7 @@ class LoadReport:
     head_loaded: bool = True  # False: the model's head was zero-initialised (or it has none) instead
     missing: tuple[str, ...] = ()  # model tensors the file lacks, left at their initial values (strict=False)
     unused: tuple[str, ...] = ()  # tensors of the file the model did not take (strict=False)
+    classes: tuple[str, ...] | None = None  # the head's class names, where the file says (a vitlab checkpoint)
 
     def summary(self) -> str:
         """``pretrained weights: FILE (LAYOUT layout, N tensors): CHANGE; CHANGE`` (or
