@@ -73,6 +73,7 @@ def test_vit_analysis_writes_every_picture_and_the_report(runs, tmp_path, capsys
     assert cli.main(["analyze", str(runs["vit"] / "best.pt"), "--out", str(out), "--num-images", "4",
                      "--distance-images", "16"]) == 0
     report = (out / "report.md").read_text()
+    assert "parameters; images: the test split of `fashion_mnist`." in report  # Fashion-MNIST validates on test
     for name in VIT_PICTURES + ERROR_PICTURES + ["curves.png"]:
         assert (out / name).read_bytes()[:8] == PNG, name
         assert f"]({name})" in report

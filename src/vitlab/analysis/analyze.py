@@ -84,7 +84,7 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
     try:
         n_params = sum(p.numel() for p in model.parameters())
         intro = [Text(f"Model `{model.model_name}`, {n_params:,} parameters; images: "
-                      + ("the files given." if files else f"the validation split of `{ckpt['dataset']['name']}`."))]
+                      + ("the files given." if files else f"the {_split_word(split)} of `{ckpt['dataset']['name']}`."))]
         with fonts():
             sections = _vit_sections(model, rollout, distance_batch, out)
             if split is None:
@@ -110,6 +110,12 @@ def analyze_checkpoint(path: str | Path, out: str | Path, images: list[str] = ()
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+def _split_word(split) -> str:
+    """The evaluation split in words: 'test split', 'validation split' or 'held-out validation split'."""
+    return {"test": "test split", "holdout": "held-out validation split"}.get(split.info.val_split,
+                                                                            "validation split")
+
+
 def _image_files(given: list[str]) -> list[str]:
     """The image files of ``--images``: files as given, folders searched for image files."""
     from ..data import IMG_EXTENSIONS, scan_images
