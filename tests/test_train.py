@@ -527,7 +527,7 @@ def test_a_warmup_longer_than_the_run_is_clipped_with_a_warning(tmp_path, data_r
     out = tmp_path / "run"
     assert train(write_config(tmp_path / "cfg.yaml", data_root, epochs=2, warmup_epochs=5), out) == 0
     text = capsys.readouterr().out
-    assert "warning: the warmup (20 steps) is not shorter than the run (8 steps): clipped to 1 steps" in text
+    assert "warning: the warmup (20 steps) is not shorter than the run (8 steps): clipped to 1 step, a tenth of the run" in text
     # the rate of epoch 1's last step (step 3): on the cosine after a 1-step warmup, not 4/20 of the peak
     want = 3e-3 * lr_factor(3, total=8, warmup=1, schedule="cosine", min_ratio=1e-5 / 3e-3)
     assert checkpoint.load(out / "last.pt")["history"][0]["lr"] == pytest.approx(want)

@@ -85,8 +85,12 @@ def warmup_steps(tc, steps_per_epoch: int) -> tuple[int, str | None]:
     if warmup < total:
         return warmup, None
     clipped = max(total // 10, 1) if total > 1 else 0
-    return clipped, (f"warning: the warmup ({warmup} steps) is not shorter than the run ({total} steps): clipped to "
-                     f"{clipped} steps, a tenth of the run")
+    return clipped, (f"warning: the warmup ({_steps(warmup)}) is not shorter than the run ({_steps(total)}): "
+                     f"clipped to {_steps(clipped)}, a tenth of the run")
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int):
