@@ -105,7 +105,8 @@ def test_uneven_shards_finish_and_validation_equals_eval_of_the_checkpoint(tmp_p
     capsys.readouterr()
     assert cli.main(["eval", str(out / "last.pt")]) == 0
     printed = capsys.readouterr().out
-    assert f"33 images: top-1 {100 * float(rows[-1]['val_acc']):.2f}%" in printed, (printed, rows[-1])
+    assert printed.startswith("evaluated 33 images of the test split") and \
+        f"\ntop-1 {100 * float(rows[-1]['val_acc']):.2f}%" in printed, (printed, rows[-1])
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
