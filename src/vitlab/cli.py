@@ -37,19 +37,12 @@ def _at_least_one(flag: str, value: int | None) -> None:
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` while the block runs, as it was afterwards (nothing for None)."""
+    """``--threads n`` checked, then ``run.runtime.torch_threads(n)`` while the block runs."""
     _at_least_one("--threads", n)
-    if n is None:
-        yield
-        return
-    import torch
+    from .run.runtime import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with torch_threads(n):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _cmd_train(a) -> int:
@@ -490,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(e)
     _add_batch_size(e, 256, "images evaluated at once")
     _add_threads(e)
-    e.add_argument("--out", metavar="DIR", help="the folder for confusion.png, metrics.json, predictions.csv and skipped.txt "
-                   "(made if missing; default eval-<checkpoint>-<data>/ beside the checkpoint)")
+    e.add_argument("--out", metavar="DIR", help="the folder for confusion.png, metrics.json, predictions.csv and "
+                   "skipped.txt (made if missing; default eval-<checkpoint>-<data>/ beside the checkpoint)")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=_cmd_eval)
 

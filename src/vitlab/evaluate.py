@@ -40,7 +40,7 @@ from .errors import UserError, did_you_mean
 from .files import file_error, write_bytes, write_text
 from .metrics import confusion_png, error_summary, predict_split
 from .run import checkpoint as run_checkpoint
-from .run.runtime import resolve_device
+from .run.runtime import resolve_device, torch_threads
 from .run.split import eval_split, split_batches
 
 EVAL_DIRS = ("test", "val", "valid", "validation")  # DIR/<one of these>/<class>/ is evaluated instead of DIR
@@ -98,17 +98,11 @@ def run_eval(checkpoint: str | Path, data: str | Path | None = None, out: str | 
     run_checkpoint.require_run(ckpt, checkpoint)
     run_checkpoint.require_classifier(ckpt, checkpoint)
     dev = resolve_device(device, "--device")
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         if data is None:
             ev = _eval_run_split(ckpt, overrides, batch_size, dev)
         else:
             ev = _eval_folder(ckpt, Path(data), batch_size, dev)
-    finally:
-        if threads:
-            torch.set_num_threads(before)
 
     classes = ev["classes"]
     r = error_summary(ev["preds"], classes)

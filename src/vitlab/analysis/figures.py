@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..files import write_bytes
 from ..plotting import fonts
 
+
 def with_fonts(draw):
     """Decorator: run a drawing function inside ``fonts()``."""
     @functools.wraps(draw)

@@ -28,19 +28,14 @@ def filter_pca(model, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """(components (k, C, p, p), explained variance ratio (k,)), on the CPU; see
     ``patch_filter_components`` (a conv stem: of its first convolution's filters)."""
     require_vit(model, "patch filter components")
-    from ..models.layers import PatchEmbed
-
-    embed = getattr(model, "patch_embed", None)
-    if hasattr(embed, "pixel_filters"):  # a conv stem: its first convolution's filters
-        weight = embed.pixel_filters.detach().cpu().double()
-    elif isinstance(embed, PatchEmbed):
-        weight = embed.proj.weight.detach().cpu().double()  # (D, C, p, p)
-    else:
-        proj = getattr(embed, "proj", None)
+    weight = _pixel_filters(model)
+    if weight is None:
+        proj = getattr(getattr(model, "patch_embed", None), "proj", None)
         inputs = f" of {proj.in_channels} CNN feature channels" if isinstance(proj, torch.nn.Conv2d) else ""
         raise NotAnalysable(f"patch filter components need a ViT whose patch embedding sees image patches; "
                             f"model {model_name(model)!r} is a hybrid: its projection is a 1x1 convolution"
                             f"{inputs}, whose filters are not image patches")
+    weight = weight.detach().cpu().double()
     d, shape = weight.shape[0], weight.shape[1:]
     flat = weight.reshape(d, -1)  # (D, C*p*p): one sample per filter
     limit = min(d - 1, flat.shape[1])  # centring D samples leaves at most D - 1 directions
@@ -76,8 +71,17 @@ def filters_seen(model) -> str:
 
 def max_components(model) -> int:
     """The most principal components ``filter_pca`` can give for ``model`` (0 if none)."""
-    embed = getattr(model, "patch_embed", None)
-    w = getattr(embed, "pixel_filters", None)
-    if w is None:
-        w = getattr(getattr(embed, "proj", None), "weight", None)
+    w = _pixel_filters(model)
     return 0 if w is None else max(0, min(w.shape[0] - 1, w[0].numel()))
+
+
+def _pixel_filters(model) -> torch.Tensor | None:
+    """The filters that see pixels, (D, C, k, k): a conv stem's first convolution, a ViT's
+    patch projection; None for a model without them (a ResNet-v2 hybrid's 1x1 projection
+    sees CNN features)."""
+    from ..models.layers import PatchEmbed
+
+    embed = getattr(model, "patch_embed", None)
+    if hasattr(embed, "pixel_filters"):
+        return embed.pixel_filters
+    return embed.proj.weight if isinstance(embed, PatchEmbed) else None

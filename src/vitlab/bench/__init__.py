@@ -38,7 +38,7 @@ import torch
 from ..errors import UserError
 from ..flops import model_size
 from ..models import create_model, model_defaults, model_family, model_options
-from ..run.runtime import resolve_device
+from ..run.runtime import resolve_device, torch_threads
 from .references import (TOLERANCE, OutputMismatch, Reference, check_same_logits, timm_kwargs, timm_twin,
                          torchvision_twin, twin_models)
 from .report import PHASE_LABELS, format_markdown
@@ -120,9 +120,7 @@ def run_bench(model: str = "vit_cifar", *, img_size: int | None = None, batch: i
     spec = _model_spec(model, img_size, overrides)
 
     saved_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch.manual_seed(seed)
         models, ref = _models_on(dev, model, spec)
         x, y = _random_batch(batch, spec, dev)
@@ -132,8 +130,6 @@ def run_bench(model: str = "vit_cifar", *, img_size: int | None = None, batch: i
         iters = warm_up_and_calibrate(run, steps, dev, warmup, min_seconds)
         labels = {k: ref.library if k == "reference" else k for k in run}
         times = timed_rounds(run, steps, iters, rounds, dev, labels, progress)
-    finally:
-        torch.set_num_threads(saved_threads)
     device_name, peak, mfu_note = describe_machine(dev, amp)
 
     _, h, w = spec.shape

@@ -40,7 +40,8 @@ def refusal(src: Source) -> str | None:
     if o is None:
         what = {"resnet": "a ResNet", "vt": "a VT-ResNet"}.get(src.family, f"the model {src.name!r}")
         return f"{what} (Hugging Face's ViTForImageClassification is a plain ViT)"
-    for bad, what in ((o.conv_stem, "a convolutional stem"), (o.hybrid, "a hybrid's ResNet stem"), (o.fc_norm, "fc_norm"),
+    for bad, what in ((o.conv_stem, "a convolutional stem"), (o.hybrid, "a hybrid's ResNet stem"),
+                      (o.fc_norm, "fc_norm"),
                       (o.layer_scale is not None, "layer scale"),
                       (o.pool != "cls", "average pooling (pool='avg')"),
                       (not o.class_token, "a model without a class token"),

@@ -9,10 +9,12 @@ training loop reads as a one-process loop.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,6 +65,20 @@ def require_compiler() -> None:
     if not any(shutil.which(c) for c in (os.environ.get("CC", ""), "cc", "gcc", "clang") if c):
         raise UserError("train.compile needs a C compiler on this machine (gcc or clang; e.g. apt-get install "
                         "gcc), or set train.compile=false")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` while the block runs, the count as it was afterwards
+    (nothing for None or 0: torch's own count)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
 
 
 def apply_device_settings(settings: dict, threads: int) -> None:
